@@ -1,0 +1,1 @@
+"""Command-line entry points (thin Hydra wrappers around the library)."""

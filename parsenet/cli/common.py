@@ -1,0 +1,102 @@
+"""What every Hydra command shares: finding the configs, one-line errors, plain-dict configs."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+from parsenet.errors import ParsenetError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+USAGE_ERROR = 2
+
+Task = Callable[[dict[str, Any], Path], None]
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` as one line on stderr and exit with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def one_line(error: BaseException) -> str:
+    """The user-facing line of an error.
+
+    Errors raised inside DataLoader workers arrive re-wrapped with the worker's traceback in the
+    message; their last line holds the original message.
+    """
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = re.sub(r"^[\w.]+Error: ", "", last)
+    return " ".join(text.split())
+
+
+def config_error_message(error: Exception) -> str:
+    """Turn a Hydra/OmegaConf composition error into one line that names the key."""
+    cause = error.__cause__ or error
+    override = re.search(r"Could not override '([^']+)'", str(error))
+    if override and isinstance(cause, ConfigKeyError):
+        key = override.group(1)
+        return (f"unknown config key '{key}'; check its spelling against the configs "
+                f"(`--cfg job` prints them) or add a new key with +{key}=…")
+    if isinstance(cause, MissingMandatoryValue):
+        key = getattr(cause, "full_key", None) or "a required key"
+        return f"missing value for '{key}'; pass {key}=…"
+    return " ".join(str(error).replace("\n", "; ").split()).replace(";;", ";").strip("; ")
+
+
+def check_config(config_name: str, overrides: list[str]) -> None:
+    """Compose and resolve the config with these overrides; exit with one line if that fails."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as error:  # Hydra raises several types; all are configuration mistakes
+        fail(config_error_message(error))
+
+
+def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
+    """Turn ``task(cfg, run_dir)`` into a console-script ``main`` driven by ``configs/<name>.yaml``.
+
+    Overrides are checked before Hydra starts, so a wrong key or value ends in one line instead of
+    Hydra's multi-line report; a :class:`~parsenet.errors.ParsenetError` raised by the task
+    (missing data, bad file, wrong checkpoint) also ends in one line with exit status 2. The task
+    receives the resolved config as plain dicts and the run folder.
+    """
+
+    def decorate(task: Task) -> Callable[[], None]:
+        def run(cfg: DictConfig) -> None:
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            try:
+                task(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), run_dir)
+            except ParsenetError as error:
+                fail(one_line(error))
+            except OmegaConfBaseException as error:
+                fail(config_error_message(error))
+
+        @functools.wraps(task)
+        def main() -> None:
+            if not CONFIG_DIR.is_dir():
+                fail(f"config folder {CONFIG_DIR} not found; install parsenet from its "
+                     "repository with `pip install -e .`")
+            arguments = sys.argv[1:]
+            if not any(argument.startswith("-") for argument in arguments):
+                check_config(config_name, arguments)
+            hydra.main(config_path=str(CONFIG_DIR), config_name=config_name,
+                       version_base="1.3")(run)()
+
+        return main
+
+    return decorate

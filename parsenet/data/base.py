@@ -1,0 +1,128 @@
+"""A segmentation dataset over (image file, label file) pairs, shared by every format reader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from parsenet.data.info import DatasetInfo
+from parsenet.errors import DataError
+
+LABEL_MODES = ("P", "L")
+
+# A transform takes (RGB uint8 image, uint8/int label) and returns a dict with "image" and "label".
+PairTransform = Callable[[np.ndarray, np.ndarray], dict]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file as an H×W×3 RGB uint8 array."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Decode a label PNG as class indices (palette or greyscale PNGs; never colours)."""
+    try:
+        with Image.open(path) as label:
+            if label.mode not in LABEL_MODES:
+                raise DataError(
+                    f"label {path} is a mode-{label.mode} image; labels must be palette (P) or "
+                    "greyscale (L) PNGs holding class indices — convert colour labels to indices"
+                )
+            return np.asarray(label)
+    except OSError as error:
+        raise DataError(f"cannot read label {path}: {error}") from None
+
+
+class SegmentationDataset(Dataset):
+    """Pairs of image and label files with a shared label space.
+
+    Every file is checked to exist when the dataset is built; sizes and label values are checked
+    when a pair is loaded, so a bad pair fails with a message naming its files instead of
+    training on a misaligned or out-of-range label.
+
+    Args:
+        pairs: (image path, label path) for every sample, in order.
+        info: class names, palette and ignore index.
+        transform: applied to the decoded (image, label) pair; returns ``image`` and ``label``.
+        label_map: optional lookup table (256 entries) applied to raw label values before the
+            range check, e.g. to turn a dataset's void value into the ignore index.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path]],
+        info: DatasetInfo,
+        transform: PairTransform | None = None,
+        label_map: np.ndarray | None = None,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.info = info
+        self.transform = transform
+        self.label_map = label_map
+        check_files_exist(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample_name(self, index: int) -> str:
+        """The sample's id (its image file name without extension)."""
+        return self.pairs[index][0].stem
+
+    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decode and check one pair: RGB image and label with values in the classes or ignore."""
+        image_path, label_path = self.pairs[index]
+        image = read_image(image_path)
+        label = read_label(label_path)
+        if image.shape[:2] != label.shape:
+            raise DataError(
+                f"image {image_path} is {image.shape[1]}×{image.shape[0]} but its label "
+                f"{label_path} is {label.shape[1]}×{label.shape[0]}; they must match"
+            )
+        if self.label_map is not None:
+            label = self.label_map[label]
+        check_label_values(label, self.info, label_path)
+        return image, label
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.load_pair(index)
+        sample = {"image": image, "label": label}
+        if self.transform is not None:
+            sample = self.transform(image, label)
+        sample["index"] = index
+        return sample
+
+
+def check_files_exist(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Raise one error naming the first missing image or label (and how many are missing)."""
+    missing = [path for pair in pairs for path in pair if not path.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+        kind = "label" if missing[0] in {label for _, label in pairs} else "image"
+        raise DataError(f"{kind} file {missing[0]} does not exist{more}")
+
+
+def check_label_values(label: np.ndarray, info: DatasetInfo, path: Path) -> None:
+    """Raise if a label holds values other than class indices and the ignore index."""
+    values = np.unique(label)
+    bad = values[(values >= info.num_classes) & (values != info.ignore_index)]
+    if bad.size:
+        shown = ", ".join(str(value) for value in bad[:8])
+        raise DataError(
+            f"label {path} holds values {shown} outside the {info.num_classes} classes of "
+            f"{info.name} (0–{info.num_classes - 1}) and ignore {info.ignore_index}"
+        )
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Non-empty lines of a split list file."""
+    if not path.is_file():
+        raise DataError(f"split file {path} does not exist; check data.root and the split name")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]

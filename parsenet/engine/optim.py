@@ -1,0 +1,55 @@
+"""SGD parameter groups with the paper's learning-rate multipliers, and the poly schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from parsenet.models.l2norm import L2Norm
+
+
+def parameter_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    new_layer_mult: float = 10.0,
+    bias_mult: float = 2.0,
+) -> list[dict]:
+    """Split parameters into SGD groups the way the Caffe model's ``lr_mult``/``decay_mult`` did.
+
+    - trunk and upsampling weights: lr × 1, weight decay × 1; their biases: lr × ``bias_mult``,
+      no decay;
+    - new score layers (the 1×1 classifiers of the head): lr × ``new_layer_mult`` for weights and
+      × ``new_layer_mult · bias_mult`` for biases, no decay on biases;
+    - L2Norm scales γ: lr × 1 with weight decay (Caffe gave them no ``param`` block).
+
+    Each group carries a ``name`` and its ``lr_mult`` for logging.
+    """
+    groups: dict[str, dict] = {}
+    for module_name, module in model.named_modules():
+        is_new = module_name.startswith("head.") and isinstance(module, nn.Conv2d)
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if isinstance(module, L2Norm):
+                name, mult, decay = "scale", 1.0, weight_decay
+            else:
+                is_bias = param_name == "bias"
+                name = ("new" if is_new else "pretrained") + ("_bias" if is_bias else "_weight")
+                mult = (new_layer_mult if is_new else 1.0) * (bias_mult if is_bias else 1.0)
+                decay = 0.0 if is_bias else weight_decay
+            group = groups.setdefault(
+                name, {"name": name, "params": [], "lr": lr * mult, "lr_mult": mult,
+                       "weight_decay": decay},
+            )
+            group["params"].append(param)
+    return list(groups.values())
+
+
+def poly_schedule(
+    optimizer: torch.optim.Optimizer, max_iters: int, power: float = 0.9
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``lr = base_lr · (1 − iteration / max_iters) ^ power``, stepped once per iteration."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda iteration: max(0.0, 1.0 - iteration / max_iters) ** power
+    )

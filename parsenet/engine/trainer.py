@@ -1,0 +1,181 @@
+"""The iteration-based training loop: SGD with poly decay, periodic evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from parsenet.data import build_dataset, dataset_info
+from parsenet.data.loader import infinite_batches, make_loader
+from parsenet.data.normalization import get_normalization
+from parsenet.data.transforms import eval_transform, train_transform
+from parsenet.engine.checkpoint import save_checkpoint
+from parsenet.engine.evaluator import evaluate
+from parsenet.engine.optim import parameter_groups, poly_schedule
+from parsenet.engine.runtime import resolve_device, seed_everything
+from parsenet.models import build_model
+from parsenet.report import metrics_record, write_json
+from parsenet.visualize import comparison_panel, save_png
+
+log = logging.getLogger(__name__)
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Cross-entropy averaged over labelled pixels (0, not NaN, when a batch has none)."""
+    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
+
+
+class Trainer:
+    """Trains one model as a resolved config describes and writes everything into ``run_dir``.
+
+    ``run_dir`` receives ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (by validation
+    mIoU), ``tensorboard/`` event files, ``metrics.json`` from the final evaluation and
+    ``overlays/`` (image | label | prediction) for a few validation images.
+
+    Args:
+        cfg: the resolved config as plain containers (keys ``model``, ``data``, ``train``,
+            ``seed``, ``device``), as composed from ``configs/train.yaml``.
+        run_dir: output folder.
+    """
+
+    def __init__(self, cfg: dict[str, Any], run_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.settings = cfg["train"]
+        seed_everything(cfg["seed"])
+        self.device = resolve_device(cfg["device"])
+        data_cfg, model_cfg = cfg["data"], cfg["model"]
+        self.info = dataset_info(data_cfg["name"])
+        normalization = get_normalization(model_cfg["input_norm"])
+        augment = data_cfg["augment"]
+        train_set = build_dataset(
+            data_cfg, data_cfg["train_split"],
+            train_transform(normalization, augment["crop_size"], augment["scale_range"],
+                            augment["flip"]),
+        )
+        self.val_set = build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
+        pin = self.device.type == "cuda"
+        self.train_loader = make_loader(train_set, self.settings["batch_size"],
+                                        data_cfg["num_workers"], True, cfg["seed"], pin)
+        self.val_loader = make_loader(self.val_set, 1, data_cfg["num_workers"], False, pin_memory=pin)
+        self.model = build_model(model_cfg, self.info.num_classes).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            parameter_groups(self.model, self.settings["lr"], self.settings["weight_decay"],
+                             self.settings["new_layer_lr_mult"], self.settings["bias_lr_mult"]),
+            lr=self.settings["lr"], momentum=self.settings["momentum"],
+        )
+        self.scheduler = poly_schedule(self.optimizer, self.settings["max_iters"],
+                                       self.settings["poly_power"])
+        self.iteration = 0
+        self.best_miou = float("-inf")
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def train_step(self, batches: Iterator[dict]) -> float:
+        """One optimizer step over ``iter_size`` accumulated batches; returns the mean loss."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        iter_size = self.settings["iter_size"]
+        total = 0.0
+        for _ in range(iter_size):
+            batch = next(batches)
+            images = batch["image"].to(self.device, non_blocking=True)
+            labels = batch["label"].to(self.device, non_blocking=True)
+            loss = segmentation_loss(self.model(images), labels, self.info.ignore_index) / iter_size
+            loss.backward()
+            total += loss.item()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.iteration += 1
+        return total
+
+    def validate(self) -> dict[str, Any]:
+        """Evaluate on the validation split, log to TensorBoard, keep ``best.pt`` up to date."""
+        scores = evaluate(self.model, self.val_loader, self.info.num_classes, self.device,
+                          self.info.ignore_index).compute(self.info.class_names)
+        for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU"):
+            self.writer.add_scalar(f"val/{key}", scores[key], self.iteration)
+        log.info("iter %d: val mIoU %.4f, pixel acc %.4f", self.iteration, scores["mIoU"],
+                 scores["pixel_acc"])
+        if scores["mIoU"] > self.best_miou:
+            self.best_miou = scores["mIoU"]
+            self.save("best.pt")
+        return scores
+
+    def save(self, name: str) -> Path:
+        """Write a checkpoint with everything needed to evaluate or continue this run."""
+        return save_checkpoint(self.run_dir / "checkpoints" / name, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "config": self.cfg,
+            "dataset": self.info.to_dict(),
+        })
+
+    def save_overlays(self, count: int) -> None:
+        """Write image | label | prediction panels for the first ``count`` validation images."""
+        self.model.eval()
+        for index in range(min(count, len(self.val_set))):
+            sample = self.val_set[index]
+            image, label = self.val_set.load_pair(index)
+            with torch.no_grad():
+                logits = self.model(sample["image"].unsqueeze(0).to(self.device))
+            prediction = logits.argmax(dim=1)[0].cpu().numpy()
+            panel = comparison_panel(image, label, prediction, self.info.palette,
+                                     self.info.ignore_index)
+            save_png(panel, self.run_dir / "overlays" / f"{self.val_set.sample_name(index)}.png")
+
+    def run(self) -> dict[str, Any]:
+        """Train for ``train.max_iters`` iterations, evaluate, and return the final metrics."""
+        max_iters, eval_every = self.settings["max_iters"], self.settings["eval_every"]
+        checkpoint_every, log_every = self.settings["checkpoint_every"], self.settings["log_every"]
+        batches = infinite_batches(self.train_loader)
+        images_per_step = self.settings["batch_size"] * self.settings["iter_size"]
+        progress = tqdm(total=max_iters, initial=self.iteration, desc="train", disable=None)
+        with logging_redirect_tqdm():
+            tick, tick_iteration = time.perf_counter(), self.iteration
+            while self.iteration < max_iters:
+                loss = self.train_step(batches)
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss:.3f}")
+                if self.iteration % log_every == 0 or self.iteration == max_iters:
+                    steps = self.iteration - tick_iteration
+                    elapsed = time.perf_counter() - tick
+                    self.log_training(loss, images_per_step * steps / elapsed)
+                    tick, tick_iteration = time.perf_counter(), self.iteration
+                if eval_every and self.iteration % eval_every == 0 and self.iteration < max_iters:
+                    self.validate()
+                if checkpoint_every and self.iteration % checkpoint_every == 0:
+                    self.save("last.pt")
+            progress.close()
+            scores = self.validate()
+        last = self.save("last.pt")
+        self.save_overlays(self.settings["num_overlays"])
+        self.writer.close()
+        record = metrics_record(
+            scores, num_images=len(self.val_set), mode="whole", checkpoint=str(last),
+            dataset=self.info.name, split=self.cfg["data"]["val_split"],
+        )
+        write_json(self.run_dir / "metrics.json", record)
+        return record
+
+    def log_training(self, loss: float, images_per_second: float) -> None:
+        """Scalars for TensorBoard and one console line."""
+        self.writer.add_scalar("train/loss", loss, self.iteration)
+        self.writer.add_scalar("train/images_per_s", images_per_second, self.iteration)
+        for group in self.optimizer.param_groups:
+            self.writer.add_scalar(f"lr/{group['name']}", group["lr"], self.iteration)
+        log.info("iter %d/%d: loss %.4f, lr %.3g, %.1f img/s", self.iteration,
+                 self.settings["max_iters"], loss, self.optimizer.param_groups[0]["lr"] /
+                 self.optimizer.param_groups[0]["lr_mult"], images_per_second)

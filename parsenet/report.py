@@ -1,0 +1,73 @@
+"""Console tables and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SUMMARY_KEYS = (("mIoU", "mIoU"), ("pixel_acc", "pixel acc"), ("mean_acc", "mean acc"),
+                ("fwIoU", "fwIoU"))
+
+
+def _percent(value: float | None) -> str:
+    return "   n/a" if value is None else f"{100.0 * value:6.2f}"
+
+
+def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> str:
+    """Per-class IoU (in %) of one or more results side by side, then the summary scores.
+
+    Args:
+        columns: column title → scores as returned by ``scores_from_confusion``.
+        class_names: row order.
+    """
+    titles = list(columns)
+    name_width = max(len(name) for name in [*class_names, "class", "pixel acc"])
+    widths = [max(6, len(title)) for title in titles]
+    header = "class".ljust(name_width) + "".join(f"  {t:>{w}}" for t, w in zip(titles, widths))
+    rule = "-" * len(header)
+    lines = [header, rule]
+    for name in class_names:
+        cells = [_percent(columns[t]["per_class_iou"].get(name)) for t in titles]
+        lines.append(name.ljust(name_width) + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)))
+    lines.append(rule)
+    for key, label in SUMMARY_KEYS:
+        cells = [_percent(columns[t][key]) for t in titles]
+        lines.append(label.ljust(name_width) + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)))
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, values: Mapping[str, Any]) -> Path:
+    """Write JSON through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(values, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def metrics_record(
+    scores: Mapping[str, Any], *, num_images: int, mode: str, checkpoint: str, dataset: str,
+    split: str,
+) -> dict[str, Any]:
+    """The content of ``metrics.json``: scores (fractions in [0, 1]) and what they were measured on.
+
+    ``per_class_iou`` maps class name → IoU, or ``null`` for a class absent from both labels
+    and predictions (left out of the means).
+    """
+    return {
+        "mIoU": scores["mIoU"],
+        "pixel_acc": scores["pixel_acc"],
+        "mean_acc": scores["mean_acc"],
+        "fwIoU": scores["fwIoU"],
+        "per_class_iou": dict(scores["per_class_iou"]),
+        "per_class_acc": dict(scores["per_class_acc"]),
+        "num_images": num_images,
+        "mode": mode,
+        "checkpoint": checkpoint,
+        "dataset": dataset,
+        "split": split,
+    }
