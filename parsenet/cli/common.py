@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,14 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from parsenet.errors import ParsenetError
 
@@ -45,10 +52,14 @@ def config_error_message(error: Exception) -> str:
     """Turn a Hydra/OmegaConf composition error into one line that names the key."""
     cause = error.__cause__ or error
     override = re.search(r"Could not override '([^']+)'", str(error))
-    if override and isinstance(cause, ConfigKeyError):
+    if override and isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         key = override.group(1)
         return (f"unknown config key '{key}'; check its spelling against the configs "
                 f"(`--cfg job` prints them) or add a new key with +{key}=…")
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
+        return (f"{group}={choice} is not a config; choose one of {', '.join(error.options)} "
+                f"(configs/{group}/)")
     if isinstance(cause, MissingMandatoryValue):
         key = getattr(cause, "full_key", None) or "a required key"
         return f"missing value for '{key}'; pass {key}=…"
@@ -67,6 +78,14 @@ def check_config(config_name: str, overrides: list[str]) -> None:
         fail(config_error_message(error))
 
 
+def remove_if_only_hydra_files(run_dir: Path) -> None:
+    """Delete a run folder that holds nothing but what Hydra wrote at start (config and log), so a
+    run that failed before producing anything leaves nothing behind."""
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= hydra_files:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
     """Turn ``task(cfg, run_dir)`` into a console-script ``main`` driven by ``configs/<name>.yaml``.
 
@@ -82,8 +101,10 @@ def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
             try:
                 task(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), run_dir)
             except ParsenetError as error:
+                remove_if_only_hydra_files(run_dir)
                 fail(one_line(error))
             except OmegaConfBaseException as error:
+                remove_if_only_hydra_files(run_dir)
                 fail(config_error_message(error))
 
         @functools.wraps(task)

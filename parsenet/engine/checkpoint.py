@@ -20,7 +20,7 @@ def package_versions() -> dict[str, str]:
     """Versions recorded in every checkpoint."""
     return {
         "parsenet": parsenet.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
     }
 

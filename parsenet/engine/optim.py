@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from parsenet.errors import ConfigError
 from parsenet.models.l2norm import L2Norm
 
 
@@ -53,3 +54,18 @@ def poly_schedule(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda iteration: max(0.0, 1.0 - iteration / max_iters) ** power
     )
+
+
+def build_optimizer(cfg: dict, groups: list[dict]) -> torch.optim.Optimizer:
+    """Instantiate an ``optim`` config node (``_target_`` + ``_partial_``) over parameter groups.
+
+    The groups carry their own learning rates and weight decay (see :func:`parameter_groups`);
+    the node's other settings (momentum, betas, …) apply to all of them.
+    """
+    from hydra.utils import instantiate
+
+    try:
+        factory = instantiate(cfg)
+    except Exception as error:  # Hydra wraps import and argument errors
+        raise ConfigError(f"optim: cannot build {cfg.get('_target_')!r}: {error}") from None
+    return factory(groups)

@@ -20,7 +20,7 @@ from parsenet.data.normalization import get_normalization
 from parsenet.data.transforms import eval_transform, train_transform
 from parsenet.engine.checkpoint import save_checkpoint
 from parsenet.engine.evaluator import evaluate
-from parsenet.engine.optim import parameter_groups, poly_schedule
+from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
 from parsenet.engine.runtime import resolve_device, seed_everything
 from parsenet.models import build_model
 from parsenet.report import metrics_record, write_json
@@ -69,11 +69,10 @@ class Trainer:
                                         data_cfg["num_workers"], True, cfg["seed"], pin)
         self.val_loader = make_loader(self.val_set, 1, data_cfg["num_workers"], False, pin_memory=pin)
         self.model = build_model(model_cfg, self.info.num_classes).to(self.device)
-        self.optimizer = torch.optim.SGD(
-            parameter_groups(self.model, self.settings["lr"], self.settings["weight_decay"],
-                             self.settings["new_layer_lr_mult"], self.settings["bias_lr_mult"]),
-            lr=self.settings["lr"], momentum=self.settings["momentum"],
-        )
+        self.optimizer = build_optimizer(cfg["optim"], parameter_groups(
+            self.model, cfg["optim"]["lr"], cfg["optim"].get("weight_decay", 0.0),
+            self.settings["new_layer_lr_mult"], self.settings["bias_lr_mult"],
+        ))
         self.scheduler = poly_schedule(self.optimizer, self.settings["max_iters"],
                                        self.settings["poly_power"])
         self.iteration = 0

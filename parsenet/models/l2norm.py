@@ -11,7 +11,7 @@ class L2Norm(nn.Module):
 
     ``y_c = γ_c · x_c / sqrt(Σ_k x_k² + eps)``, with ``eps`` inside the square root as in the
     original Caffe ``Normalize`` layer (``across_spatial: false``). The norm is always computed in
-    float32, also under autocast, because float16 would round ``eps=1e-10`` to zero.
+    float32 (or wider), also under autocast, because float16 would round ``eps=1e-10`` to zero.
 
     Args:
         channels: number of input channels.
@@ -39,10 +39,11 @@ class L2Norm(nn.Module):
             self.register_buffer("weight", gamma)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x32 = x.float()
-            norm = torch.sqrt(x32.pow(2).sum(dim=1, keepdim=True) + self.eps)
-            y = x32 / norm * self.weight.float().view(1, -1, 1, 1)
+            wide = x.to(compute_dtype)
+            norm = torch.sqrt(wide.pow(2).sum(dim=1, keepdim=True) + self.eps)
+            y = wide / norm * self.weight.to(compute_dtype).view(1, -1, 1, 1)
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from parsenet.engine.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
+from parsenet.errors import CheckpointError, ConfigError
+from parsenet.models import build_model
+
+SMALL = {"name": "parsenet", "width_mult": 0.0625}
+
+
+def test_parameter_groups_follow_the_papers_multipliers():
+    model = build_model(SMALL, 5)
+    groups = {g["name"]: g for g in parameter_groups(model, lr=0.1, weight_decay=1e-3)}
+    expected = {"pretrained_weight": (0.1, 1e-3), "pretrained_bias": (0.2, 0.0),
+                "new_weight": (1.0, 1e-3), "new_bias": (2.0, 0.0), "scale": (0.1, 1e-3)}
+    assert set(groups) == set(expected)
+    for name, (lr, decay) in expected.items():
+        assert groups[name]["lr"] == pytest.approx(lr) and groups[name]["weight_decay"] == decay
+    head = model.head
+    assert {id(p) for p in groups["new_weight"]["params"]} == {
+        id(head.local_score.weight), id(head.context_score.weight)}
+    assert {id(p) for p in groups["scale"]["params"]} == {
+        id(head.local_norm.weight), id(head.context_norm.weight)}
+    assert id(model.upsample.deconv.weight) in {id(p) for p in groups["pretrained_weight"]["params"]}
+    counted = sum(len(g["params"]) for g in groups.values())
+    assert counted == len(list(model.parameters()))
+
+
+def test_poly_schedule_and_optimizer_from_config():
+    model = build_model(SMALL, 5)
+    cfg = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
+    optimizer = build_optimizer(cfg, parameter_groups(model, 0.1, 0.0))
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    schedule = poly_schedule(optimizer, max_iters=10, power=0.9)
+    for _ in range(5):
+        optimizer.step()
+        schedule.step()
+    group = next(g for g in optimizer.param_groups if g["name"] == "new_weight")
+    assert group["lr"] == pytest.approx(1.0 * 0.5**0.9)
+    with pytest.raises(ConfigError, match="optim"):
+        build_optimizer({"_target_": "torch.optim.Nope", "_partial_": True}, [])
+
+
+def _state(model):
+    return {"model": model.state_dict(), "config": {"model": SMALL}, "iteration": 3,
+            "dataset": {"name": "synthetic", "class_names": list("abcde"), "palette": [],
+                        "ignore_index": 255}}
+
+
+def test_checkpoint_round_trip(tmp_path: Path):
+    model = build_model(SMALL, 5)
+    path = save_checkpoint(tmp_path / "c" / "last.pt", _state(model))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary left
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["versions"]["torch"] == torch.__version__
+    restored = restore_model(checkpoint, path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[key])
+
+
+def test_damaged_and_mismatching_checkpoints(tmp_path: Path):
+    model = build_model(SMALL, 5)
+    path = save_checkpoint(tmp_path / "last.pt", _state(model))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated.pt cannot be read"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a parsenet checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    checkpoint = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="predicts 5 classes .* has 21"):
+        restore_model(checkpoint, path, num_classes=21)
+    with pytest.raises(CheckpointError, match="holds a parsenet model that does not fit model=fcn"):
+        restore_model(checkpoint, path, {**SMALL, "name": "fcn"})
