@@ -15,8 +15,8 @@ from parsenet.data.info import voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.width_mult=0.0625"]
-TINY_SYNTHETIC = ["data.num_train=16", "data.num_val=6", "data.image_size=48",
-                  "data.augment.crop_size=48", "data.num_workers=0"]
+TINY_SYNTHETIC = ["data.num_train=16", "data.num_val=6", "data.height=24", "data.width=64",
+                  "data.num_workers=0"]
 
 
 def write_palette_png(label: np.ndarray, path: Path) -> None:

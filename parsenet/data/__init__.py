@@ -27,7 +27,7 @@ def _voc(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
 def _synthetic(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
     root = ensure_synthetic(
         cfg["root"], num_train=cfg["num_train"], num_val=cfg["num_val"],
-        image_size=cfg["image_size"], seed=cfg["seed"],
+        height=cfg["height"], width=cfg["width"], seed=cfg["seed"],
     )
     return voc_dataset(root, split, info=SYNTHETIC_INFO, transform=transform)
 

@@ -1,10 +1,11 @@
 """A small synthetic dataset, written in the PASCAL VOC layout, where context decides the class.
 
-Every image has a horizon band at the top whose colour tells the scene (harbour: blue water,
-street: brown road) and objects lower down on a neutral textured ground that looks the same in
-both scenes. An object's shape tells only half of its class: a long hull is a *boat* in a
-harbour and a *car* in a street; a disc is a *buoy* or a *sign*. The scene cue is far from most
-objects, so a model has to look wider than the object to label it — what global context is for.
+Every image is a wide strip. A band at its left end tells the scene by its colour (harbour: blue
+water, street: brown road); the rest is a neutral textured ground, the same in both scenes, with
+a few objects on it. An object's shape tells only half of its class: a long hull is a *boat* in a
+harbour and a *car* in a street; a disc is a *buoy* or a *sign*. Objects lie up to a whole strip
+width away from the band — farther than a VGG16 FCN's receptive field (about 400 px) reaches —
+so labelling them needs the image-wide view that ParseNet's global context gives.
 
 The data is deterministic in its parameters (seed, counts, size) and regenerated when they change.
 """
@@ -26,9 +27,9 @@ from parsenet.errors import DataError
 SYNTHETIC_CLASSES = ("background", "boat", "car", "buoy", "sign")
 SYNTHETIC_INFO = DatasetInfo("synthetic", SYNTHETIC_CLASSES, voc_palette(len(SYNTHETIC_CLASSES)))
 MARKER = "synthetic.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
-# scene → (RGB mean of the horizon band, class of a hull, class of a disc)
+# scene → (RGB mean of the scene band, class of a hull, class of a disc)
 SCENES = (
     ((60, 110, 200), 1, 3),  # harbour: water; boat, buoy
     ((160, 120, 80), 2, 4),  # street: road; car, sign
@@ -41,28 +42,30 @@ def _textured(rng: np.random.Generator, height: int, width: int, rgb, spread: fl
     return np.asarray(rgb, dtype=np.float64) + noise
 
 
-def render_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(
+    rng: np.random.Generator, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image (H×W×3 uint8) and its label (H×W uint8 class indices)."""
     scene_rgb, hull_class, disc_class = SCENES[rng.integers(len(SCENES))]
     ground = rng.uniform(90, 160)
-    image = _textured(rng, size, size, (ground, ground, ground), 18.0)
-    label = np.zeros((size, size), dtype=np.uint8)
-    band = max(4, size // 6)
-    image[:band] = _textured(rng, band, size, scene_rgb, 15.0)
-    rows, cols = np.mgrid[0:size, 0:size]
+    image = _textured(rng, height, width, (ground, ground, ground), 18.0)
+    label = np.zeros((height, width), dtype=np.uint8)
+    band = max(4, height // 2)
+    image[:, :band] = _textured(rng, height, band, scene_rgb, 15.0)
+    rows, cols = np.mgrid[0:height, 0:width]
     for _ in range(rng.integers(1, 4)):
         colour = rng.uniform(20, 235, size=3)
-        center_row = rng.uniform(band + size * 0.25, size * 0.92)
-        center_col = rng.uniform(size * 0.1, size * 0.9)
+        center_row = rng.uniform(height * 0.25, height * 0.75)
+        center_col = rng.uniform(band + height * 0.5, width - height * 0.3)
         if rng.random() < 0.5:
-            half_width = rng.uniform(0.1, 0.2) * size
+            half_width = rng.uniform(0.2, 0.4) * height
             half_height = half_width * rng.uniform(0.35, 0.5)
             mask = (np.abs(rows - center_row) <= half_height) & (
                 np.abs(cols - center_col) <= half_width
             )
             label[mask] = hull_class
         else:
-            radius = rng.uniform(0.06, 0.12) * size
+            radius = rng.uniform(0.12, 0.24) * height
             mask = (rows - center_row) ** 2 + (cols - center_col) ** 2 <= radius**2
             label[mask] = disc_class
         image[mask] = colour + rng.normal(0.0, 10.0, size=(int(mask.sum()), 3))
@@ -75,7 +78,9 @@ def _palette_png(label: np.ndarray) -> Image.Image:
     return png
 
 
-def write_synthetic(root: Path, num_train: int, num_val: int, image_size: int, seed: int) -> None:
+def write_synthetic(
+    root: Path, num_train: int, num_val: int, height: int, width: int, seed: int
+) -> None:
     """Write the dataset to ``root`` in the VOC layout (``root`` must not exist yet)."""
     base = root / VOC_SUBDIR
     for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
@@ -84,15 +89,15 @@ def write_synthetic(root: Path, num_train: int, num_val: int, image_size: int, s
         rng = np.random.default_rng([seed, split_index])
         ids = [f"{split}_{index:05d}" for index in range(count)]
         for sample_id in ids:
-            image, label = render_sample(rng, image_size)
+            image, label = render_sample(rng, height, width)
             Image.fromarray(image).save(base / "JPEGImages" / f"{sample_id}.jpg", quality=95)
             _palette_png(label).save(base / "SegmentationClass" / f"{sample_id}.png")
         (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
 
 def ensure_synthetic(
-    root: str | Path, num_train: int = 300, num_val: int = 100, image_size: int = 128,
-    seed: int = 0,
+    root: str | Path, num_train: int = 600, num_val: int = 100, height: int = 64,
+    width: int = 512, seed: int = 0,
 ) -> Path:
     """Generate the synthetic dataset at ``root`` unless it is already there with these settings.
 
@@ -102,7 +107,7 @@ def ensure_synthetic(
     root = Path(root)
     params = {
         "version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
-        "image_size": image_size, "seed": seed,
+        "height": height, "width": width, "seed": seed,
     }
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
@@ -115,7 +120,7 @@ def ensure_synthetic(
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    write_synthetic(staging, num_train, num_val, image_size, seed)
+    write_synthetic(staging, num_train, num_val, height, width, seed)
     (staging / MARKER).write_text(json.dumps(params, indent=2) + "\n")
     if root.exists():
         shutil.rmtree(root)

@@ -36,23 +36,27 @@ class PairPipeline:
 
 def train_transform(
     normalization: InputNormalization,
-    crop_size: int,
+    crop_size: int | None,
     scale_range: Sequence[float] = (0.5, 2.0),
     flip: bool = True,
 ) -> PairPipeline:
     """Random scale in ``scale_range``, pad (image with the mean, label with 255) to
-    ``crop_size``, random ``crop_size`` crop, random horizontal flip, normalise."""
+    ``crop_size``, random ``crop_size`` square crop, random horizontal flip, normalise.
+
+    ``crop_size=None`` keeps whole images (batches then need images of one size, or batch 1).
+    """
     low, high = scale_range
     steps: list[A.BasicTransform] = []
     if (low, high) != (1.0, 1.0):
         steps.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0))
-    steps += [
-        A.PadIfNeeded(
-            min_height=crop_size, min_width=crop_size, border_mode=cv2.BORDER_CONSTANT,
-            fill=normalization.fill_rgb(), fill_mask=IGNORE_INDEX,
-        ),
-        A.RandomCrop(height=crop_size, width=crop_size),
-    ]
+    if crop_size is not None:
+        steps += [
+            A.PadIfNeeded(
+                min_height=crop_size, min_width=crop_size, border_mode=cv2.BORDER_CONSTANT,
+                fill=normalization.fill_rgb(), fill_mask=IGNORE_INDEX,
+            ),
+            A.RandomCrop(height=crop_size, width=crop_size),
+        ]
     if flip:
         steps.append(A.HorizontalFlip(p=0.5))
     return PairPipeline(A.Compose(steps), normalization)

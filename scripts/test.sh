@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Quick start, command 2: set up .venv, then lint and run the fast test suite. Extra arguments go
+# to pytest (e.g. `bash scripts/test.sh -m slow`). Real-data tests read PARSENET_VOC and
+# PARSENET_CAMVID (defaulting to ../shared/datasets/… when that folder exists).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+shared=../shared/datasets
+if [ -z "${PARSENET_VOC:-}" ] && [ -d "$shared/voc2012-sample" ]; then
+    export PARSENET_VOC="$(cd "$shared/voc2012-sample" && pwd)"
+fi
+if [ -z "${PARSENET_CAMVID:-}" ] && [ -d "$shared/camvid" ]; then
+    export PARSENET_CAMVID="$(cd "$shared/camvid" && pwd)"
+fi
+.venv/bin/ruff check parsenet tests scripts
+exec .venv/bin/python -m pytest "$@"
