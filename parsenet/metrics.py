@@ -63,8 +63,10 @@ def scores_from_confusion(matrix: np.ndarray, class_names: Sequence[str] | None 
         "mean_acc": _nanmean(accuracy),
         "mIoU": _nanmean(iou),
         "fwIoU": float((frequency[present] * iou[present]).sum()),
-        "per_class_iou": {name: _optional(value) for name, value in zip(names, iou)},
-        "per_class_acc": {name: _optional(value) for name, value in zip(names, accuracy)},
+        "per_class_iou": {name: _optional(value) for name, value in zip(names, iou, strict=True)},
+        "per_class_acc": {
+            name: _optional(value) for name, value in zip(names, accuracy, strict=True)
+        },
     }
 
 

@@ -8,8 +8,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-SUMMARY_KEYS = (("mIoU", "mIoU"), ("pixel_acc", "pixel acc"), ("mean_acc", "mean acc"),
-                ("fwIoU", "fwIoU"))
+SUMMARY_KEYS = (
+    ("mIoU", "mIoU"),
+    ("pixel_acc", "pixel acc"),
+    ("mean_acc", "mean acc"),
+    ("fwIoU", "fwIoU"),
+)
 
 
 def _percent(value: float | None) -> str:
@@ -26,16 +30,24 @@ def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence
     titles = list(columns)
     name_width = max(len(name) for name in [*class_names, "class", "pixel acc"])
     widths = [max(6, len(title)) for title in titles]
-    header = "class".ljust(name_width) + "".join(f"  {t:>{w}}" for t, w in zip(titles, widths))
+    header = "class".ljust(name_width) + "".join(
+        f"  {t:>{w}}" for t, w in zip(titles, widths, strict=True)
+    )
     rule = "-" * len(header)
     lines = [header, rule]
     for name in class_names:
         cells = [_percent(columns[t]["per_class_iou"].get(name)) for t in titles]
-        lines.append(name.ljust(name_width) + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)))
+        lines.append(
+            name.ljust(name_width)
+            + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        )
     lines.append(rule)
     for key, label in SUMMARY_KEYS:
         cells = [_percent(columns[t][key]) for t in titles]
-        lines.append(label.ljust(name_width) + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)))
+        lines.append(
+            label.ljust(name_width)
+            + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
+        )
     return "\n".join(lines)
 
 
@@ -50,7 +62,12 @@ def write_json(path: str | Path, values: Mapping[str, Any]) -> Path:
 
 
 def metrics_record(
-    scores: Mapping[str, Any], *, num_images: int, mode: str, checkpoint: str, dataset: str,
+    scores: Mapping[str, Any],
+    *,
+    num_images: int,
+    mode: str,
+    checkpoint: str,
+    dataset: str,
     split: str,
 ) -> dict[str, Any]:
     """The content of ``metrics.json``: scores (fractions in [0, 1]) and what they were measured on.

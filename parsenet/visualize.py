@@ -11,7 +11,9 @@ from PIL import Image
 IGNORE_COLOUR = (224, 224, 192)  # the VOC devkit's colour for the void band
 
 
-def colorize(label: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> np.ndarray:
+def colorize(
+    label: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = 255
+) -> np.ndarray:
     """Turn an H×W array of class indices into an H×W×3 uint8 image (ignore → light grey)."""
     table = np.zeros((256, 3), dtype=np.uint8)
     table[: len(palette)] = np.asarray(palette, dtype=np.uint8)

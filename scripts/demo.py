@@ -34,8 +34,15 @@ def main() -> int:
     for title, model in MODELS:
         print(f"\n=== training {title} (model={model}) ===", flush=True)
         started = time.perf_counter()
-        command = [sys.executable, "-m", "parsenet.cli.train", "experiment=demo", f"model={model}",
-                   f"hydra.run.dir={out / model}", *args.overrides]
+        command = [
+            sys.executable,
+            "-m",
+            "parsenet.cli.train",
+            "experiment=demo",
+            f"model={model}",
+            f"hydra.run.dir={out / model}",
+            *args.overrides,
+        ]
         status = subprocess.run(command).returncode
         if status != 0:
             return status
@@ -43,11 +50,15 @@ def main() -> int:
         results[title] = json.loads((out / model / "metrics.json").read_text())
     print("\n=== ParseNet vs FCN on the synthetic validation split (IoU %, whole-image) ===")
     print(scores_table(results, SYNTHETIC_CLASSES))
-    print("\n" + ", ".join(f"{title}: {s:.0f} s" for title, s in seconds.items())
-          + f" (train + eval); total {sum(seconds.values()):.0f} s")
+    print(
+        "\n"
+        + ", ".join(f"{title}: {s:.0f} s" for title, s in seconds.items())
+        + f" (train + eval); total {sum(seconds.values()):.0f} s"
+    )
     write_json(out / "summary.json", {"metrics": results, "seconds": seconds})
-    print(f"run folders: {out / 'parsenet'}, {out / 'fcn'}  "
-          f"(TensorBoard: tensorboard --logdir {out})")
+    print(
+        f"run folders: {out / 'parsenet'}, {out / 'fcn'}  (TensorBoard: tensorboard --logdir {out})"
+    )
     return 0
 
 

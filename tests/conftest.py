@@ -15,8 +15,13 @@ from parsenet.data.info import voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.width_mult=0.0625"]
-TINY_SYNTHETIC = ["data.num_train=16", "data.num_val=6", "data.height=24", "data.width=64",
-                  "data.num_workers=0"]
+TINY_SYNTHETIC = [
+    "data.num_train=16",
+    "data.num_val=6",
+    "data.height=24",
+    "data.width=64",
+    "data.num_workers=0",
+]
 
 
 def write_palette_png(label: np.ndarray, path: Path) -> None:
@@ -27,8 +32,9 @@ def write_palette_png(label: np.ndarray, path: Path) -> None:
     png.save(path)
 
 
-def write_voc_tree(root: Path, splits: dict[str, int], size=(40, 30), num_classes=21,
-                   seed=0) -> Path:
+def write_voc_tree(
+    root: Path, splits: dict[str, int], size=(40, 30), num_classes=21, seed=0
+) -> Path:
     """A VOCdevkit/VOC2012 tree with random JPEGs and palette labels (with a 255 band)."""
     rng = np.random.default_rng(seed)
     base = root / "VOCdevkit" / "VOC2012"
@@ -53,17 +59,28 @@ def voc_root(tmp_path: Path) -> Path:
     return write_voc_tree(tmp_path / "voc", {"train": 4, "val": 3})
 
 
-def run_cli(command: str, *overrides: str, cwd: Path | None = None, check: bool = False,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    command: str,
+    *overrides: str,
+    cwd: Path | None = None,
+    check: bool = False,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
     """Run a console script (as ``python -m parsenet.cli.<module>``) and capture its output."""
     module = {"parsenet-train": "train", "parsenet-eval": "evaluate"}[command]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
-        [sys.executable, "-m", f"parsenet.cli.{module}", *overrides], cwd=cwd or REPO,
-        capture_output=True, text=True, timeout=timeout, env=env,
+        [sys.executable, "-m", f"parsenet.cli.{module}", *overrides],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

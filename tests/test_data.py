@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_palette_png, write_voc_tree
 from PIL import Image
 
-from conftest import write_palette_png, write_voc_tree
 from parsenet.data import build_dataset
 from parsenet.data.camvid import camvid_dataset
 from parsenet.data.info import voc_palette
@@ -52,8 +52,9 @@ def test_caffe_normalization_is_bgr_minus_mean():
     caffe = get_normalization("caffe")
     pixel = np.array([[[10, 20, 30]]], dtype=np.uint8)
     out = caffe(pixel)
-    torch.testing.assert_close(out.flatten(), torch.tensor([30 - 104.00699, 20 - 116.66877,
-                                                            10 - 122.67892]))
+    torch.testing.assert_close(
+        out.flatten(), torch.tensor([30 - 104.00699, 20 - 116.66877, 10 - 122.67892])
+    )
     fill = np.array([[caffe.fill_rgb()]], dtype=np.float32)
     assert np.allclose(fill[0, 0][::-1], caffe.mean)
 
@@ -76,7 +77,9 @@ def test_image_without_label(voc_root: Path):
 
 
 def test_size_mismatch_names_both_files(voc_root: Path):
-    write_palette_png(np.zeros((10, 10)), voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_train_001.png")
+    write_palette_png(
+        np.zeros((10, 10)), voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_train_001.png"
+    )
     dataset = voc_dataset(voc_root, "train")
     with pytest.raises(DataError, match=r"2007_train_001.jpg is 40×30 but its label .* is 10×10"):
         dataset[1]
@@ -90,7 +93,9 @@ def test_colour_label_is_rejected(voc_root: Path):
 
 
 def test_label_values_outside_the_classes(voc_root: Path):
-    write_palette_png(np.full((30, 40), 33), voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_val_000.png")
+    write_palette_png(
+        np.full((30, 40), 33), voc_root / "VOCdevkit/VOC2012/SegmentationClass/2007_val_000.png"
+    )
     with pytest.raises(DataError, match="holds values 33 outside the 21 classes"):
         voc_dataset(voc_root, "val")[0]
 

@@ -13,17 +13,20 @@ def test_hand_computed_scores_with_ignored_pixels_and_an_absent_class():
     prediction = torch.tensor([[0, 0, 1, 1], [1, 2, 2, 3], [0, 0, 0, 1]])
     confusion = ConfusionMatrix(4, ignore_index=255)
     confusion.update(prediction, label)
-    expected_matrix = np.array([
-        [3, 1, 0, 0],   # label 0: four pixels, one predicted as 1
-        [0, 3, 1, 0],   # label 1: four pixels, one predicted as 2
-        [1, 0, 1, 0],   # label 2: two pixels, one predicted as 0
-        [0, 0, 0, 0],
-    ])
+    expected_matrix = np.array(
+        [
+            [3, 1, 0, 0],  # label 0: four pixels, one predicted as 1
+            [0, 3, 1, 0],  # label 1: four pixels, one predicted as 2
+            [1, 0, 1, 0],  # label 2: two pixels, one predicted as 0
+            [0, 0, 0, 0],
+        ]
+    )
     np.testing.assert_array_equal(confusion.matrix.numpy(), expected_matrix)
     scores = confusion.compute(NAMES)
     # IoU = TP / (GT + Pred - TP): bg 3/(4+4-3), cat 3/(4+4-3), dog 1/(2+2-1)
-    assert scores["per_class_iou"] == pytest.approx({"bg": 0.6, "cat": 0.6, "dog": 1 / 3,
-                                                     "cow": None})
+    assert scores["per_class_iou"] == pytest.approx(
+        {"bg": 0.6, "cat": 0.6, "dog": 1 / 3, "cow": None}
+    )
     assert scores["mIoU"] == pytest.approx((0.6 + 0.6 + 1 / 3) / 3)
     assert scores["pixel_acc"] == pytest.approx(7 / 10)
     assert scores["mean_acc"] == pytest.approx((3 / 4 + 3 / 4 + 1 / 2) / 3)
@@ -44,7 +47,7 @@ def test_accumulates_over_updates_like_one_big_update():
     labels[labels == 4] = 255
     predictions = torch.randint(0, 4, (3, 8, 9))
     split = ConfusionMatrix(4)
-    for p, y in zip(predictions, labels):
+    for p, y in zip(predictions, labels, strict=True):
         split.update(p, y)
     whole = ConfusionMatrix(4)
     whole.update(predictions, labels)

@@ -61,8 +61,9 @@ def test_global_context_changes_every_location():
 @pytest.mark.parametrize("fusion", ["late", "early"])
 def test_fusions_and_upsamplings_run(fusion):
     for upsample in ("deconv", "bilinear"):
-        model = build_model({"name": "parsenet", **SMALL, "fusion": fusion,
-                             "upsample": upsample}, 4).eval()
+        model = build_model(
+            {"name": "parsenet", **SMALL, "fusion": fusion, "upsample": upsample}, 4
+        ).eval()
         with torch.no_grad():
             assert model(torch.randn(1, 3, 45, 61)).shape == (1, 4, 45, 61)
     early = build_model({"name": "parsenet", **SMALL, "fusion": "early"}, 4)

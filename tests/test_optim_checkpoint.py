@@ -14,17 +14,28 @@ SMALL = {"name": "parsenet", "width_mult": 0.0625}
 def test_parameter_groups_follow_the_papers_multipliers():
     model = build_model(SMALL, 5)
     groups = {g["name"]: g for g in parameter_groups(model, lr=0.1, weight_decay=1e-3)}
-    expected = {"pretrained_weight": (0.1, 1e-3), "pretrained_bias": (0.2, 0.0),
-                "new_weight": (1.0, 1e-3), "new_bias": (2.0, 0.0), "scale": (0.1, 1e-3)}
+    expected = {
+        "pretrained_weight": (0.1, 1e-3),
+        "pretrained_bias": (0.2, 0.0),
+        "new_weight": (1.0, 1e-3),
+        "new_bias": (2.0, 0.0),
+        "scale": (0.1, 1e-3),
+    }
     assert set(groups) == set(expected)
     for name, (lr, decay) in expected.items():
         assert groups[name]["lr"] == pytest.approx(lr) and groups[name]["weight_decay"] == decay
     head = model.head
     assert {id(p) for p in groups["new_weight"]["params"]} == {
-        id(head.local_score.weight), id(head.context_score.weight)}
+        id(head.local_score.weight),
+        id(head.context_score.weight),
+    }
     assert {id(p) for p in groups["scale"]["params"]} == {
-        id(head.local_norm.weight), id(head.context_norm.weight)}
-    assert id(model.upsample.deconv.weight) in {id(p) for p in groups["pretrained_weight"]["params"]}
+        id(head.local_norm.weight),
+        id(head.context_norm.weight),
+    }
+    assert id(model.upsample.deconv.weight) in {
+        id(p) for p in groups["pretrained_weight"]["params"]
+    }
     counted = sum(len(g["params"]) for g in groups.values())
     assert counted == len(list(model.parameters()))
 
@@ -45,9 +56,17 @@ def test_poly_schedule_and_optimizer_from_config():
 
 
 def _state(model):
-    return {"model": model.state_dict(), "config": {"model": SMALL}, "iteration": 3,
-            "dataset": {"name": "synthetic", "class_names": list("abcde"), "palette": [],
-                        "ignore_index": 255}}
+    return {
+        "model": model.state_dict(),
+        "config": {"model": SMALL},
+        "iteration": 3,
+        "dataset": {
+            "name": "synthetic",
+            "class_names": list("abcde"),
+            "palette": [],
+            "ignore_index": 255,
+        },
+    }
 
 
 def test_checkpoint_round_trip(tmp_path: Path):

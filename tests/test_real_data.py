@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_MODEL, run_cli
 from PIL import Image
 
-from conftest import TINY_MODEL, run_cli
 from parsenet.data.camvid import camvid_dataset
 from parsenet.data.voc import voc_dataset
 
@@ -36,13 +36,29 @@ def test_every_voc_pair_loads_with_valid_labels(split):
 def test_voc_train_and_eval_through_the_cli(tmp_path: Path):
     root = _env_path("PARSENET_VOC")
     run_dir = tmp_path / "run"
-    run_cli("parsenet-train", "data=voc", f"data.root={root}", *TINY_MODEL, "train.max_iters=2",
-            "train.batch_size=2", "data.augment.crop_size=96", "data.num_workers=1",
-            "data.val_split=val", "train.num_overlays=1", f"hydra.run.dir={run_dir}",
-            check=True, timeout=900)
+    run_cli(
+        "parsenet-train",
+        "data=voc",
+        f"data.root={root}",
+        *TINY_MODEL,
+        "train.max_iters=2",
+        "train.batch_size=2",
+        "data.augment.crop_size=96",
+        "data.num_workers=1",
+        "data.val_split=val",
+        "train.num_overlays=1",
+        f"hydra.run.dir={run_dir}",
+        check=True,
+        timeout=900,
+    )
     eval_dir = tmp_path / "eval"
-    result = run_cli("parsenet-eval", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
-                     f"hydra.run.dir={eval_dir}", check=True, timeout=900)
+    result = run_cli(
+        "parsenet-eval",
+        f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
+        f"hydra.run.dir={eval_dir}",
+        check=True,
+        timeout=900,
+    )
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     assert metrics["dataset"] == "voc" and metrics["num_images"] == 149
     assert len(metrics["per_class_iou"]) == 21 and 0.0 <= metrics["mIoU"] <= 1.0

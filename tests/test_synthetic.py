@@ -16,7 +16,8 @@ def test_written_in_voc_layout_and_deterministic(tmp_path: Path):
     second = ensure_synthetic(tmp_path / "b", num_train=5, num_val=3, height=24, width=64, seed=7)
     base = first / "VOCdevkit" / "VOC2012"
     assert (base / "ImageSets/Segmentation/train.txt").read_text().split() == [
-        f"train_{i:05d}" for i in range(5)]
+        f"train_{i:05d}" for i in range(5)
+    ]
     for split, count in (("train", 5), ("val", 3)):
         a = voc_dataset(first, split, info=SYNTHETIC_INFO)
         b = voc_dataset(second, split, info=SYNTHETIC_INFO)

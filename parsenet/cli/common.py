@@ -54,12 +54,16 @@ def config_error_message(error: Exception) -> str:
     override = re.search(r"Could not override '([^']+)'", str(error))
     if override and isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         key = override.group(1)
-        return (f"unknown config key '{key}'; check its spelling against the configs "
-                f"(`--cfg job` prints them) or add a new key with +{key}=…")
+        return (
+            f"unknown config key '{key}'; check its spelling against the configs "
+            f"(`--cfg job` prints them) or add a new key with +{key}=…"
+        )
     if isinstance(error, MissingConfigException) and error.options:
         group, _, choice = (error.missing_cfg_file or "").rpartition("/")
-        return (f"{group}={choice} is not a config; choose one of {', '.join(error.options)} "
-                f"(configs/{group}/)")
+        return (
+            f"{group}={choice} is not a config; choose one of {', '.join(error.options)} "
+            f"(configs/{group}/)"
+        )
     if isinstance(cause, MissingMandatoryValue):
         key = getattr(cause, "full_key", None) or "a required key"
         return f"missing value for '{key}'; pass {key}=…"
@@ -110,13 +114,16 @@ def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
         @functools.wraps(task)
         def main() -> None:
             if not CONFIG_DIR.is_dir():
-                fail(f"config folder {CONFIG_DIR} not found; install parsenet from its "
-                     "repository with `pip install -e .`")
+                fail(
+                    f"config folder {CONFIG_DIR} not found; install parsenet from its "
+                    "repository with `pip install -e .`"
+                )
             arguments = sys.argv[1:]
             if not any(argument.startswith("-") for argument in arguments):
                 check_config(config_name, arguments)
-            hydra.main(config_path=str(CONFIG_DIR), config_name=config_name,
-                       version_base="1.3")(run)()
+            hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(
+                run
+            )()
 
         return main
 

@@ -35,13 +35,23 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     device = resolve_device(cfg["device"])
     model = restore_model(checkpoint, path, model_cfg, info.num_classes).to(device)
     split = cfg["split"] or data_cfg["val_split"]
-    dataset = build_dataset(data_cfg, split, eval_transform(get_normalization(model_cfg["input_norm"])))
-    loader = make_loader(dataset, 1, data_cfg["num_workers"], shuffle=False,
-                         pin_memory=device.type == "cuda")
-    scores = evaluate(model, loader, info.num_classes, device, info.ignore_index,
-                      progress=True).compute(info.class_names)
-    record = metrics_record(scores, num_images=len(dataset), mode="whole", checkpoint=str(path),
-                            dataset=info.name, split=split)
+    dataset = build_dataset(
+        data_cfg, split, eval_transform(get_normalization(model_cfg["input_norm"]))
+    )
+    loader = make_loader(
+        dataset, 1, data_cfg["num_workers"], shuffle=False, pin_memory=device.type == "cuda"
+    )
+    scores = evaluate(
+        model, loader, info.num_classes, device, info.ignore_index, progress=True
+    ).compute(info.class_names)
+    record = metrics_record(
+        scores,
+        num_images=len(dataset),
+        mode="whole",
+        checkpoint=str(path),
+        dataset=info.name,
+        split=split,
+    )
     write_json(run_dir / "metrics.json", record)
     print(scores_table({model_cfg["name"]: record}, info.class_names))
     print(f"mode: whole, dataset: {info.name}, split: {split}, images: {len(dataset)}")

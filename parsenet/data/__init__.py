@@ -20,14 +20,19 @@ DATASET_INFOS: dict[str, DatasetInfo] = {
 
 
 def _voc(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
-    return voc_dataset(cfg["root"], split, transform=transform,
-                       label_dir=cfg.get("label_dir", "SegmentationClass"))
+    return voc_dataset(
+        cfg["root"], split, transform=transform, label_dir=cfg.get("label_dir", "SegmentationClass")
+    )
 
 
 def _synthetic(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
     root = ensure_synthetic(
-        cfg["root"], num_train=cfg["num_train"], num_val=cfg["num_val"],
-        height=cfg["height"], width=cfg["width"], seed=cfg["seed"],
+        cfg["root"],
+        num_train=cfg["num_train"],
+        num_val=cfg["num_val"],
+        height=cfg["height"],
+        width=cfg["width"],
+        seed=cfg["seed"],
     )
     return voc_dataset(root, split, info=SYNTHETIC_INFO, transform=transform)
 

@@ -49,7 +49,7 @@ class DatasetInfo:
 
 
 def voc_palette(num_colours: int = 256) -> tuple[tuple[int, int, int], ...]:
-    """The PASCAL VOC colour map (bit-interleaved index → RGB), as in the devkit's ``labelcolormap``."""
+    """The PASCAL VOC colour map (bit-interleaved index → RGB), as the devkit's labelcolormap."""
     colours = []
     for index in range(num_colours):
         red = green = blue = 0

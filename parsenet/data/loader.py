@@ -8,15 +8,19 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, get_worker_info
 
 
 def _init_worker(worker_id: int) -> None:
-    """Give each worker its own seeds and keep OpenCV from starting threads inside workers."""
+    """Give each worker its own seeds (Python, NumPy and the dataset's augmentation) and keep
+    OpenCV from starting threads inside workers."""
     cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    transform = getattr(get_worker_info().dataset, "transform", None)
+    if hasattr(transform, "reseed"):
+        transform.reseed(seed)
 
 
 def make_loader(
@@ -31,14 +35,21 @@ def make_loader(
 
     With ``shuffle`` the order is drawn from a generator seeded with ``seed`` and incomplete last
     batches are dropped (training); without it every sample is visited once in order (evaluation).
+    The loader's own generator also seeds the workers, so creating a loader or iterating over it
+    never advances the global torch RNG (evaluating during training leaves training unchanged).
     """
-    sampler = (
-        RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else None
-    )
+    generator = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else None
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        drop_last=shuffle, pin_memory=pin_memory, worker_init_fn=_init_worker,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=shuffle,
+        pin_memory=pin_memory,
+        worker_init_fn=_init_worker,
         persistent_workers=num_workers > 0,
+        generator=generator,
     )
 
 

@@ -50,7 +50,7 @@ def render_sample(
     ground = rng.uniform(90, 160)
     image = _textured(rng, height, width, (ground, ground, ground), 18.0)
     label = np.zeros((height, width), dtype=np.uint8)
-    band = max(4, height // 2)
+    band = max(4, width // 4)
     image[:, :band] = _textured(rng, height, band, scene_rgb, 15.0)
     rows, cols = np.mgrid[0:height, 0:width]
     for _ in range(rng.integers(1, 4)):
@@ -96,8 +96,12 @@ def write_synthetic(
 
 
 def ensure_synthetic(
-    root: str | Path, num_train: int = 600, num_val: int = 100, height: int = 64,
-    width: int = 512, seed: int = 0,
+    root: str | Path,
+    num_train: int = 600,
+    num_val: int = 100,
+    height: int = 64,
+    width: int = 512,
+    seed: int = 0,
 ) -> Path:
     """Generate the synthetic dataset at ``root`` unless it is already there with these settings.
 
@@ -106,8 +110,12 @@ def ensure_synthetic(
     """
     root = Path(root)
     params = {
-        "version": GENERATOR_VERSION, "num_train": num_train, "num_val": num_val,
-        "height": height, "width": width, "seed": seed,
+        "version": GENERATOR_VERSION,
+        "num_train": num_train,
+        "num_val": num_val,
+        "height": height,
+        "width": width,
+        "seed": seed,
     }
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:

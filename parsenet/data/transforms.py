@@ -24,6 +24,12 @@ class PairPipeline:
         self.augment = augment
         self.normalization = normalization
 
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation's random streams from ``seed`` (called in each loader worker,
+        which would otherwise repeat the parent's stream)."""
+        if self.augment is not None:
+            self.augment.set_random_seed(seed)
+
     def __call__(self, image: np.ndarray, label: np.ndarray) -> dict:
         if self.augment is not None:
             out = self.augment(image=image, mask=label)
@@ -39,11 +45,13 @@ def train_transform(
     crop_size: int | None,
     scale_range: Sequence[float] = (0.5, 2.0),
     flip: bool = True,
+    seed: int | None = None,
 ) -> PairPipeline:
     """Random scale in ``scale_range``, pad (image with the mean, label with 255) to
     ``crop_size``, random ``crop_size`` square crop, random horizontal flip, normalise.
 
     ``crop_size=None`` keeps whole images (batches then need images of one size, or batch 1).
+    ``seed`` makes the augmentation reproducible (loader workers reseed it per worker).
     """
     low, high = scale_range
     steps: list[A.BasicTransform] = []
@@ -52,14 +60,17 @@ def train_transform(
     if crop_size is not None:
         steps += [
             A.PadIfNeeded(
-                min_height=crop_size, min_width=crop_size, border_mode=cv2.BORDER_CONSTANT,
-                fill=normalization.fill_rgb(), fill_mask=IGNORE_INDEX,
+                min_height=crop_size,
+                min_width=crop_size,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=normalization.fill_rgb(),
+                fill_mask=IGNORE_INDEX,
             ),
             A.RandomCrop(height=crop_size, width=crop_size),
         ]
     if flip:
         steps.append(A.HorizontalFlip(p=0.5))
-    return PairPipeline(A.Compose(steps), normalization)
+    return PairPipeline(A.Compose(steps, seed=seed), normalization)
 
 
 def eval_transform(normalization: InputNormalization) -> PairPipeline:

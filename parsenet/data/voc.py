@@ -9,9 +9,27 @@ from parsenet.data.info import DatasetInfo, voc_palette
 from parsenet.errors import DataError
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 VOC_INFO = DatasetInfo("voc", VOC_CLASSES, voc_palette(len(VOC_CLASSES)))
 VOC_SUBDIR = Path("VOCdevkit") / "VOC2012"

@@ -100,8 +100,12 @@ def restore_model(
         trained_model = checkpoint["config"]["model"].get("name")
         details = "; ".join(
             f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                ("wrong shape", wrong_shape)) if keys
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", wrong_shape),
+            )
+            if keys
         )
         raise CheckpointError(
             f"checkpoint {path} holds a {trained_model} model that does not fit "

@@ -40,8 +40,14 @@ def parameter_groups(
                 mult = (new_layer_mult if is_new else 1.0) * (bias_mult if is_bias else 1.0)
                 decay = 0.0 if is_bias else weight_decay
             group = groups.setdefault(
-                name, {"name": name, "params": [], "lr": lr * mult, "lr_mult": mult,
-                       "weight_decay": decay},
+                name,
+                {
+                    "name": name,
+                    "params": [],
+                    "lr": lr * mult,
+                    "lr_mult": mult,
+                    "weight_decay": decay,
+                },
             )
             group["params"].append(param)
     return list(groups.values())

@@ -29,7 +29,9 @@ from parsenet.visualize import comparison_panel, save_png
 log = logging.getLogger(__name__)
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
     """Cross-entropy averaged over labelled pixels (0, not NaN, when a batch has none)."""
     total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
     return total / (labels != ignore_index).sum().clamp(min=1)
@@ -59,22 +61,38 @@ class Trainer:
         normalization = get_normalization(model_cfg["input_norm"])
         augment = data_cfg["augment"]
         train_set = build_dataset(
-            data_cfg, data_cfg["train_split"],
-            train_transform(normalization, augment["crop_size"], augment["scale_range"],
-                            augment["flip"]),
+            data_cfg,
+            data_cfg["train_split"],
+            train_transform(
+                normalization,
+                augment["crop_size"],
+                augment["scale_range"],
+                augment["flip"],
+                seed=cfg["seed"],
+            ),
         )
         self.val_set = build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
         pin = self.device.type == "cuda"
-        self.train_loader = make_loader(train_set, self.settings["batch_size"],
-                                        data_cfg["num_workers"], True, cfg["seed"], pin)
-        self.val_loader = make_loader(self.val_set, 1, data_cfg["num_workers"], False, pin_memory=pin)
+        self.train_loader = make_loader(
+            train_set, self.settings["batch_size"], data_cfg["num_workers"], True, cfg["seed"], pin
+        )
+        self.val_loader = make_loader(
+            self.val_set, 1, data_cfg["num_workers"], False, pin_memory=pin
+        )
         self.model = build_model(model_cfg, self.info.num_classes).to(self.device)
-        self.optimizer = build_optimizer(cfg["optim"], parameter_groups(
-            self.model, cfg["optim"]["lr"], cfg["optim"].get("weight_decay", 0.0),
-            self.settings["new_layer_lr_mult"], self.settings["bias_lr_mult"],
-        ))
-        self.scheduler = poly_schedule(self.optimizer, self.settings["max_iters"],
-                                       self.settings["poly_power"])
+        self.optimizer = build_optimizer(
+            cfg["optim"],
+            parameter_groups(
+                self.model,
+                cfg["optim"]["lr"],
+                cfg["optim"].get("weight_decay", 0.0),
+                self.settings["new_layer_lr_mult"],
+                self.settings["bias_lr_mult"],
+            ),
+        )
+        self.scheduler = poly_schedule(
+            self.optimizer, self.settings["max_iters"], self.settings["poly_power"]
+        )
         self.iteration = 0
         self.best_miou = float("-inf")
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
@@ -99,12 +117,17 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """Evaluate on the validation split, log to TensorBoard, keep ``best.pt`` up to date."""
-        scores = evaluate(self.model, self.val_loader, self.info.num_classes, self.device,
-                          self.info.ignore_index).compute(self.info.class_names)
+        scores = evaluate(
+            self.model, self.val_loader, self.info.num_classes, self.device, self.info.ignore_index
+        ).compute(self.info.class_names)
         for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU"):
             self.writer.add_scalar(f"val/{key}", scores[key], self.iteration)
-        log.info("iter %d: val mIoU %.4f, pixel acc %.4f", self.iteration, scores["mIoU"],
-                 scores["pixel_acc"])
+        log.info(
+            "iter %d: val mIoU %.4f, pixel acc %.4f",
+            self.iteration,
+            scores["mIoU"],
+            scores["pixel_acc"],
+        )
         if scores["mIoU"] > self.best_miou:
             self.best_miou = scores["mIoU"]
             self.save("best.pt")
@@ -112,15 +135,18 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         """Write a checkpoint with everything needed to evaluate or continue this run."""
-        return save_checkpoint(self.run_dir / "checkpoints" / name, {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "iteration": self.iteration,
-            "best_miou": self.best_miou,
-            "config": self.cfg,
-            "dataset": self.info.to_dict(),
-        })
+        return save_checkpoint(
+            self.run_dir / "checkpoints" / name,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "iteration": self.iteration,
+                "best_miou": self.best_miou,
+                "config": self.cfg,
+                "dataset": self.info.to_dict(),
+            },
+        )
 
     def save_overlays(self, count: int) -> None:
         """Write image | label | prediction panels for the first ``count`` validation images."""
@@ -131,8 +157,9 @@ class Trainer:
             with torch.no_grad():
                 logits = self.model(sample["image"].unsqueeze(0).to(self.device))
             prediction = logits.argmax(dim=1)[0].cpu().numpy()
-            panel = comparison_panel(image, label, prediction, self.info.palette,
-                                     self.info.ignore_index)
+            panel = comparison_panel(
+                image, label, prediction, self.info.palette, self.info.ignore_index
+            )
             save_png(panel, self.run_dir / "overlays" / f"{self.val_set.sample_name(index)}.png")
 
     def run(self) -> dict[str, Any]:
@@ -163,8 +190,12 @@ class Trainer:
         self.save_overlays(self.settings["num_overlays"])
         self.writer.close()
         record = metrics_record(
-            scores, num_images=len(self.val_set), mode="whole", checkpoint=str(last),
-            dataset=self.info.name, split=self.cfg["data"]["val_split"],
+            scores,
+            num_images=len(self.val_set),
+            mode="whole",
+            checkpoint=str(last),
+            dataset=self.info.name,
+            split=self.cfg["data"]["val_split"],
         )
         write_json(self.run_dir / "metrics.json", record)
         return record
@@ -175,6 +206,11 @@ class Trainer:
         self.writer.add_scalar("train/images_per_s", images_per_second, self.iteration)
         for group in self.optimizer.param_groups:
             self.writer.add_scalar(f"lr/{group['name']}", group["lr"], self.iteration)
-        log.info("iter %d/%d: loss %.4f, lr %.3g, %.1f img/s", self.iteration,
-                 self.settings["max_iters"], loss, self.optimizer.param_groups[0]["lr"] /
-                 self.optimizer.param_groups[0]["lr_mult"], images_per_second)
+        log.info(
+            "iter %d/%d: loss %.4f, lr %.3g, %.1f img/s",
+            self.iteration,
+            self.settings["max_iters"],
+            loss,
+            self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_mult"],
+            images_per_second,
+        )

@@ -16,7 +16,7 @@ UPSAMPLINGS = ("deconv", "bilinear")
 
 
 def caffe_xavier_(conv: nn.Conv2d) -> None:
-    """Caffe's ``xavier`` filler: U(±sqrt(3 / fan_in)) with bias 0 (PyTorch's uses fan_in+fan_out)."""
+    """Caffe's ``xavier`` filler: U(±sqrt(3 / fan_in)), bias 0 (PyTorch's uses fan_in+fan_out)."""
     fan_in = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
     bound = math.sqrt(3.0 / fan_in)
     nn.init.uniform_(conv.weight, -bound, bound)
@@ -101,7 +101,7 @@ def bilinear_kernel(size: int) -> torch.Tensor:
 
 
 class DeconvUpsample(nn.Module):
-    """Learnable per-class deconvolution (kernel 16, stride 8, pad 4) initialised bilinear, then crop.
+    """Learnable per-class deconvolution (kernel 16, stride 8, pad 4), bilinear init, then crop.
 
     The output is 8× the score map; with ceil-mode pooling that is at least the input size, and
     the top-left H×W crop aligns output pixel u with input pixel u (Caffe's crop offset 0).
@@ -111,8 +111,13 @@ class DeconvUpsample(nn.Module):
         super().__init__()
         kernel = 2 * stride
         self.deconv = nn.ConvTranspose2d(
-            num_classes, num_classes, kernel, stride=stride, padding=stride // 2,
-            groups=num_classes, bias=True,
+            num_classes,
+            num_classes,
+            kernel,
+            stride=stride,
+            padding=stride // 2,
+            groups=num_classes,
+            bias=True,
         )
         with torch.no_grad():
             self.deconv.weight.copy_(bilinear_kernel(kernel).expand_as(self.deconv.weight))
@@ -158,8 +163,12 @@ class SegmentationNet(nn.Module):
         self.num_classes = num_classes
         self.backbone = ReducedVGG16(width_mult=width_mult, dropout=dropout)
         self.head = ContextHead(
-            self.backbone.out_channels, num_classes, use_context=use_context,
-            normalize=normalize, fusion=fusion, norm_scale=norm_scale,
+            self.backbone.out_channels,
+            num_classes,
+            use_context=use_context,
+            normalize=normalize,
+            fusion=fusion,
+            norm_scale=norm_scale,
             context_dropout=context_dropout,
         )
         if upsample == "deconv":

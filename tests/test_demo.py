@@ -1,0 +1,30 @@
+"""The Quick start demo end to end (slow: about three minutes on a 2-core CPU)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_demo_trains_and_compares_both_models(tmp_path: Path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--out", str(out), f"paths.data_root={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ParseNet vs FCN" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"ParseNet", "FCN"}
+    for model in ("parsenet", "fcn"):
+        assert (out / model / "checkpoints" / "best.pt").is_file()
+        assert list((out / model / "overlays").glob("*.png"))
+    # the scene cue is learned: both models beat chance between each pair of look-alike classes
+    for metrics in summary["metrics"].values():
+        assert metrics["mIoU"] > 0.3
+    assert sum(summary["seconds"].values()) < 600
