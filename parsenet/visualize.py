@@ -22,9 +22,14 @@ def colorize(
 
 
 def overlay(image: np.ndarray, coloured: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Alpha-blend a coloured label map over an RGB image."""
+    """Alpha-blend a coloured label map over an RGB image.
+
+    Black label pixels (the VOC palette's background) are left unblended, so the image stays
+    visible around the objects.
+    """
+    tinted = coloured.any(axis=-1, keepdims=True)
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * coloured.astype(np.float32)
-    return blended.round().astype(np.uint8)
+    return np.where(tinted, blended.round(), image).astype(np.uint8)
 
 
 def comparison_panel(
