@@ -1,4 +1,4 @@
-"""The iteration-based training loop: SGD with poly decay, periodic evaluation, checkpoints."""
+"""The iteration-based training loop: poly learning-rate decay, evaluation, checkpoints."""
 
 from __future__ import annotations
 
