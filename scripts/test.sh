@@ -13,4 +13,5 @@ if [ -z "${PARSENET_CAMVID:-}" ] && [ -d "$shared/camvid" ]; then
     export PARSENET_CAMVID="$(cd "$shared/camvid" && pwd)"
 fi
 .venv/bin/ruff check parsenet tests scripts
+.venv/bin/ruff format --check --quiet parsenet tests scripts
 exec .venv/bin/python -m pytest "$@"

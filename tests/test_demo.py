@@ -14,7 +14,10 @@ def test_demo_trains_and_compares_both_models(tmp_path: Path):
     out = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "scripts/demo.py", "--out", str(out), f"paths.data_root={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ParseNet vs FCN" in result.stdout

@@ -32,7 +32,10 @@ def test_comparison_panel_is_three_images_wide():
 def test_scores_table_side_by_side():
     scores = {
         "per_class_iou": {"bg": 0.5, "cat": None},
-        "mIoU": 0.5, "pixel_acc": 0.75, "mean_acc": 0.6, "fwIoU": 0.55,
+        "mIoU": 0.5,
+        "pixel_acc": 0.75,
+        "mean_acc": 0.6,
+        "fwIoU": 0.55,
     }
     table = scores_table({"ParseNet": scores, "FCN": {**scores, "mIoU": 0.25}}, ["bg", "cat"])
     lines = table.splitlines()
