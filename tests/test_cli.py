@@ -162,3 +162,14 @@ def test_colour_label(voc_root: Path, tmp_path: Path):
         Image.open(path).convert("RGB").save(path)
     result = _train_voc(voc_root, tmp_path)
     assert_one_line_error(result, "mode-RGB", "class indices")
+
+
+def test_multirun_makes_one_run_folder_per_model(tmp_path: Path):
+    run_cli(
+        "parsenet-train", "-m", "model=parsenet,fcn", *TINY_MODEL, *TINY_SYNTHETIC,
+        f"paths.data_root={tmp_path / 'data'}", "train.max_iters=1", "train.batch_size=2",
+        "train.num_overlays=0", f"hydra.sweep.dir={tmp_path / 'sweep'}", check=True,
+    )  # fmt: skip
+    for folder in ("0_parsenet_synthetic", "1_fcn_synthetic"):
+        metrics = json.loads((tmp_path / "sweep" / folder / "metrics.json").read_text())
+        assert metrics["dataset"] == "synthetic"
