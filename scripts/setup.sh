@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.10) and install parsenet with its test tools, once; later runs only
-# reinstall when setup.cfg changed. Source it or run it; PYTHON picks the interpreter.
+# reinstall when setup.cfg changed. PYTHON picks the interpreter (default python3).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
