@@ -170,17 +170,20 @@ class Trainer:
         images_per_step = self.settings["batch_size"] * self.settings["iter_size"]
         progress = tqdm(total=max_iters, initial=self.iteration, desc="train", disable=None)
         with logging_redirect_tqdm():
-            tick, tick_iteration = time.perf_counter(), self.iteration
+            step_seconds, steps = 0.0, 0  # training time since the last log line
             while self.iteration < max_iters:
+                started = time.perf_counter()
                 loss = self.train_step(batches)
+                step_seconds += time.perf_counter() - started
+                steps += 1
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss:.3f}")
                 if self.iteration % log_every == 0 or self.iteration == max_iters:
-                    steps = self.iteration - tick_iteration
-                    elapsed = time.perf_counter() - tick
-                    self.log_training(loss, images_per_step * steps / elapsed)
-                    tick, tick_iteration = time.perf_counter(), self.iteration
-                if eval_every and self.iteration % eval_every == 0 and self.iteration < max_iters:
+                    self.log_training(loss, images_per_step * steps / step_seconds)
+                    step_seconds, steps = 0.0, 0
+                if self.iteration == max_iters:
+                    break
+                if eval_every and self.iteration % eval_every == 0:
                     self.validate()
                 if checkpoint_every and self.iteration % checkpoint_every == 0:
                     self.save("last.pt")
