@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from parsenet.fileio import atomic_write
 
 SUMMARY_KEYS = (
     ("mIoU", "mIoU"),
@@ -53,12 +54,8 @@ def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence
 
 def write_json(path: str | Path, values: Mapping[str, Any]) -> Path:
     """Write JSON through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(values, indent=2) + "\n")
-    os.replace(temporary, path)
-    return path
+    text = json.dumps(values, indent=2) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def metrics_record(

@@ -17,7 +17,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from parsenet.data.synthetic import SYNTHETIC_CLASSES
 from parsenet.report import scores_table, write_json
 
 MODELS = (("ParseNet", "parsenet"), ("FCN", "fcn"))
@@ -48,8 +47,9 @@ def main() -> int:
             return status
         seconds[title] = time.perf_counter() - started
         results[title] = json.loads((out / model / "metrics.json").read_text())
-    print("\n=== ParseNet vs FCN on the synthetic validation split (IoU %, whole-image) ===")
-    print(scores_table(results, SYNTHETIC_CLASSES))
+    dataset, split = results["ParseNet"]["dataset"], results["ParseNet"]["split"]
+    print(f"\n=== ParseNet vs FCN on the {dataset} {split} split (IoU %, whole-image) ===")
+    print(scores_table(results, list(results["ParseNet"]["per_class_iou"])))
     print(
         "\n"
         + ", ".join(f"{title}: {s:.0f} s" for title, s in seconds.items())

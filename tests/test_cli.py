@@ -5,7 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, TINY_SYNTHETIC, assert_one_line_error, run_cli, write_palette_png
+from conftest import (
+    TINY_MODEL,
+    TINY_SYNTHETIC,
+    assert_one_line_error,
+    run_cli,
+    write_palette_png,
+    write_voc_tree,
+)
 from PIL import Image
 
 METRIC_KEYS = {
@@ -173,3 +180,54 @@ def test_multirun_makes_one_run_folder_per_model(tmp_path: Path):
     for folder in ("0_parsenet_synthetic", "1_fcn_synthetic"):
         metrics = json.loads((tmp_path / "sweep" / folder / "metrics.json").read_text())
         assert metrics["dataset"] == "synthetic"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("train.batch_size=0", "train.batch_size=0 must be a whole number ≥ 1"),
+        ("train.max_iters=abc", "train.max_iters='abc' must be a whole number"),
+        ("data.num_workers=-1", "data.num_workers=-1 must be a whole number ≥ 0"),
+        ("model.width_mult=0", "width_mult must be positive"),
+        ("device=mps", "device='mps' is not supported"),
+        ("train.batch_size=99", "has 16 images, fewer than train.batch_size=99"),
+    ],
+)
+def test_bad_training_settings(tmp_path: Path, override: str, fragment: str):
+    result = run_cli(
+        "parsenet-train", *TINY_MODEL, *TINY_SYNTHETIC, f"paths.data_root={tmp_path / 'data'}",
+        "train.max_iters=1", override, f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "run").exists()  # nothing left behind
+
+
+def test_unknown_key_in_a_multirun(tmp_path: Path):
+    result = run_cli(
+        "parsenet-train", "-m", "model=parsenet,fcn", "train.max_itres=5",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )  # fmt: skip
+    assert_one_line_error(result, "unknown config key 'train.max_itres'")
+
+
+def test_whole_images_of_different_sizes_in_one_batch(tmp_path: Path):
+    root = write_voc_tree(tmp_path / "voc", {"train": 2, "val": 1})
+    write_voc_tree(tmp_path / "voc", {"train": 2}, size=(24, 20), seed=1)  # same ids, new sizes
+    base = root / "VOCdevkit/VOC2012"
+    (base / "ImageSets/Segmentation/train.txt").write_text("2007_train_000\n2007_train_001\n")
+    write_voc_tree(tmp_path / "other", {"train": 1}, size=(40, 30))
+    for suffix, folder in ((".jpg", "JPEGImages"), (".png", "SegmentationClass")):
+        source = tmp_path / "other/VOCdevkit/VOC2012" / folder / f"2007_train_000{suffix}"
+        (base / folder / f"2007_train_001{suffix}").write_bytes(source.read_bytes())
+    result = _train_voc(root, tmp_path, "data.augment.crop_size=null", "train.batch_size=2")
+    assert_one_line_error(result, "a batch mixes image sizes", "train.batch_size=1")
+
+
+def test_empty_split_file(voc_root: Path, tmp_path: Path):
+    (voc_root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt").write_text("\n")
+    assert_one_line_error(_train_voc(voc_root, tmp_path), "train.txt lists no images")
+
+
+def test_checkpoint_that_is_a_folder(tmp_path: Path):
+    result = run_cli("parsenet-eval", f"checkpoint={tmp_path}", f"hydra.run.dir={tmp_path / 'o'}")
+    assert_one_line_error(result, "is not a file")

@@ -15,8 +15,8 @@ def test_parameter_groups_follow_the_papers_multipliers():
     model = build_model(SMALL, 5)
     groups = {g["name"]: g for g in parameter_groups(model, lr=0.1, weight_decay=1e-3)}
     expected = {
-        "pretrained_weight": (0.1, 1e-3),
-        "pretrained_bias": (0.2, 0.0),
+        "base_weight": (0.1, 1e-3),
+        "base_bias": (0.2, 0.0),
         "new_weight": (1.0, 1e-3),
         "new_bias": (2.0, 0.0),
         "scale": (0.1, 1e-3),
@@ -33,9 +33,7 @@ def test_parameter_groups_follow_the_papers_multipliers():
         id(head.local_norm.weight),
         id(head.context_norm.weight),
     }
-    assert id(model.upsample.deconv.weight) in {
-        id(p) for p in groups["pretrained_weight"]["params"]
-    }
+    assert id(model.upsample.deconv.weight) in {id(p) for p in groups["base_weight"]["params"]}
     counted = sum(len(g["params"]) for g in groups.values())
     assert counted == len(list(model.parameters()))
 

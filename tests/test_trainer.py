@@ -8,6 +8,7 @@ from conftest import REPO, TINY_MODEL, TINY_SYNTHETIC
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from parsenet.data.loader import infinite_batches
 from parsenet.engine.checkpoint import load_checkpoint
 from parsenet.engine.trainer import Trainer, segmentation_loss
 
@@ -85,3 +86,14 @@ def test_loss_ignores_255_and_is_zero_without_labelled_pixels():
     assert empty.item() == 0.0
     empty.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_logged_learning_rates_are_those_of_the_step(tmp_path: Path):
+    cfg = compose_train(tmp_path, "optim=sgd", "optim.lr=0.01", "train.max_iters=2")
+    trainer = Trainer(cfg, tmp_path / "run")
+    batches = infinite_batches(trainer.train_loader)
+    trainer.train_step(batches)
+    assert trainer.step_lrs["base_weight"] == pytest.approx(0.01)
+    assert trainer.step_lrs["new_weight"] == pytest.approx(0.1)
+    trainer.train_step(batches)
+    assert trainer.step_lrs["base_weight"] == pytest.approx(0.01 * 0.5**0.9)

@@ -25,6 +25,7 @@ from parsenet.errors import ParsenetError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 USAGE_ERROR = 2
+MULTIRUN_FLAGS = {"-m", "--multirun"}
 
 Task = Callable[[dict[str, Any], Path], None]
 
@@ -70,13 +71,28 @@ def config_error_message(error: Exception) -> str:
     return " ".join(str(error).replace("\n", "; ").split()).replace(";;", ";").strip("; ")
 
 
+def first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """The overrides of a multirun's first job (``model=parsenet,fcn`` → ``model=parsenet``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [
+        f"{override.get_key_element()}={next(override.sweep_string_iterator())}"
+        if override.is_sweep_override()
+        else override.input_line
+        for override in OverridesParser.create().parse_overrides(overrides)
+    ]
+
+
 def check_config(config_name: str, overrides: list[str]) -> None:
-    """Compose and resolve the config with these overrides; exit with one line if that fails."""
+    """Compose and resolve the config with these overrides; exit with one line if that fails.
+
+    For a multirun the first job's overrides stand for all (a wrong key is wrong in every job).
+    """
     from hydra import compose, initialize_config_dir
 
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides)
+            cfg = compose(config_name, overrides=first_of_each_sweep(overrides))
             OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as error:  # Hydra raises several types; all are configuration mistakes
         fail(config_error_message(error))
@@ -119,8 +135,11 @@ def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
                     "repository with `pip install -e .`"
                 )
             arguments = sys.argv[1:]
-            if not any(argument.startswith("-") for argument in arguments):
-                check_config(config_name, arguments)
+            flags = {argument for argument in arguments if argument.startswith("-")}
+            if (
+                flags <= MULTIRUN_FLAGS
+            ):  # other flags (--help, --cfg job, …) go to Hydra as they are
+                check_config(config_name, [a for a in arguments if a not in flags])
             hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(
                 run
             )()

@@ -125,4 +125,7 @@ def read_split_file(path: Path) -> list[str]:
     """Non-empty lines of a split list file."""
     if not path.is_file():
         raise DataError(f"split file {path} does not exist; check data.root and the split name")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"split file {path} lists no images")
+    return lines

@@ -37,16 +37,6 @@ class DatasetInfo:
             "ignore_index": self.ignore_index,
         }
 
-    @classmethod
-    def from_dict(cls, values: dict) -> DatasetInfo:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            name=values["name"],
-            class_names=tuple(values["class_names"]),
-            palette=tuple(tuple(colour) for colour in values["palette"]),
-            ignore_index=values["ignore_index"],
-        )
-
 
 def voc_palette(num_colours: int = 256) -> tuple[tuple[int, int, int], ...]:
     """The PASCAL VOC colour map (bit-interleaved index → RGB), as the devkit's labelcolormap."""

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate, get_worker_info
+
+from parsenet.errors import DataError
 
 
 def _init_worker(worker_id: int) -> None:
@@ -21,6 +23,18 @@ def _init_worker(worker_id: int) -> None:
     transform = getattr(get_worker_info().dataset, "transform", None)
     if hasattr(transform, "reseed"):
         transform.reseed(seed)
+
+
+def collate_samples(samples: list[dict]) -> dict:
+    """Stack samples into a batch; images of different sizes are a clear error, not a crash."""
+    sizes = sorted({tuple(sample["image"].shape[-2:]) for sample in samples})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{height}×{width}" for height, width in sizes)
+        raise DataError(
+            f"a batch mixes image sizes (H×W {shown}); set data.augment.crop_size to crop them "
+            "to one size, or use train.batch_size=1"
+        )
+    return default_collate(samples)
 
 
 def make_loader(
@@ -50,6 +64,7 @@ def make_loader(
         worker_init_fn=_init_worker,
         persistent_workers=num_workers > 0,
         generator=generator,
+        collate_fn=collate_samples,
     )
 
 

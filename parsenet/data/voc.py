@@ -41,7 +41,6 @@ def voc_dataset(
     info: DatasetInfo = VOC_INFO,
     transform: PairTransform | None = None,
     label_dir: str = "SegmentationClass",
-    download_hint: str = "see data/README.md for how to get PASCAL VOC 2012",
 ) -> SegmentationDataset:
     """Read ``root/VOCdevkit/VOC2012``: ``ImageSets/Segmentation/<split>.txt`` lists the ids,
     ``JPEGImages/<id>.jpg`` are the images and ``<label_dir>/<id>.png`` the palette labels.
@@ -52,13 +51,12 @@ def voc_dataset(
         info: label space (VOC's 21 classes unless the tree holds another dataset).
         transform: applied to each decoded pair.
         label_dir: folder of label PNGs (``SegmentationClassAug`` for SBD-augmented labels).
-        download_hint: appended to the error when the tree is missing.
     """
     base = Path(root) / VOC_SUBDIR
     if not base.is_dir():
         raise DataError(
             f"data.root={root}: no {VOC_SUBDIR} folder there; set data.root to the folder that "
-            f"holds VOCdevkit/ ({download_hint})"
+            "holds VOCdevkit/ (see data/README.md for how to get PASCAL VOC 2012)"
         )
     ids = read_split_file(base / "ImageSets" / "Segmentation" / f"{split}.txt")
     pairs = [(base / "JPEGImages" / f"{i}.jpg", base / label_dir / f"{i}.png") for i in ids]

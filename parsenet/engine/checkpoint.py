@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 
 import parsenet
 from parsenet.errors import CheckpointError
+from parsenet.fileio import atomic_write
 
 CHECKPOINT_FORMAT = "parsenet-checkpoint"
 REQUIRED_KEYS = ("model", "config", "dataset", "iteration")
@@ -28,32 +28,24 @@ def package_versions() -> dict[str, str]:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` through a temporary file in the same folder and a rename, so
     the file at ``path`` is always either the old or the new complete checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "versions": package_versions(), **state}
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a parsenet checkpoint on the CPU, or raise :class:`CheckpointError` saying why not."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file; pass the .pt file itself")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (str(error).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated or not a parsenet checkpoint): {reason}"
+            f"checkpoint {path} cannot be read (truncated or not a parsenet checkpoint): "
+            f"{type(error).__name__} {first_line}".rstrip()
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a parsenet checkpoint")

@@ -18,11 +18,11 @@ def parameter_groups(
 ) -> list[dict]:
     """Split parameters into SGD groups the way the Caffe model's ``lr_mult``/``decay_mult`` did.
 
-    - trunk and upsampling weights: lr × 1, weight decay × 1; their biases: lr × ``bias_mult``,
-      no decay;
-    - new score layers (the 1×1 classifiers of the head): lr × ``new_layer_mult`` for weights and
-      × ``new_layer_mult · bias_mult`` for biases, no decay on biases;
-    - L2Norm scales γ: lr × 1 with weight decay (Caffe gave them no ``param`` block).
+    - ``base``: trunk and upsampling weights, lr × 1, weight decay × 1; their biases
+      lr × ``bias_mult``, no decay;
+    - ``new``: the score layers (1×1 classifiers of the head), lr × ``new_layer_mult`` for
+      weights and × ``new_layer_mult · bias_mult`` for biases, no decay on biases;
+    - ``scale``: the L2Norm γ, lr × 1 with weight decay (Caffe gave them no ``param`` block).
 
     Each group carries a ``name`` and its ``lr_mult`` for logging.
     """
@@ -36,7 +36,7 @@ def parameter_groups(
                 name, mult, decay = "scale", 1.0, weight_decay
             else:
                 is_bias = param_name == "bias"
-                name = ("new" if is_new else "pretrained") + ("_bias" if is_bias else "_weight")
+                name = ("new" if is_new else "base") + ("_bias" if is_bias else "_weight")
                 mult = (new_layer_mult if is_new else 1.0) * (bias_mult if is_bias else 1.0)
                 decay = 0.0 if is_bias else weight_decay
             group = groups.setdefault(
@@ -57,6 +57,8 @@ def poly_schedule(
     optimizer: torch.optim.Optimizer, max_iters: int, power: float = 0.9
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """``lr = base_lr · (1 − iteration / max_iters) ^ power``, stepped once per iteration."""
+    if max_iters < 1:
+        raise ConfigError(f"train.max_iters must be at least 1, got {max_iters}")
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda iteration: max(0.0, 1.0 - iteration / max_iters) ** power
     )

@@ -22,6 +22,7 @@ from parsenet.engine.checkpoint import save_checkpoint
 from parsenet.engine.evaluator import evaluate
 from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
 from parsenet.engine.runtime import resolve_device, seed_everything
+from parsenet.errors import ConfigError, DataError
 from parsenet.models import build_model
 from parsenet.report import metrics_record, write_json
 from parsenet.visualize import comparison_panel, save_png
@@ -35,6 +36,21 @@ def segmentation_loss(
     """Cross-entropy averaged over labelled pixels (0, not NaN, when a batch has none)."""
     total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
     return total / (labels != ignore_index).sum().clamp(min=1)
+
+
+POSITIVE_SETTINGS = ("max_iters", "batch_size", "iter_size", "log_every")
+NON_NEGATIVE_SETTINGS = ("eval_every", "checkpoint_every", "num_overlays")
+
+
+def check_settings(cfg: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for ``train.*`` counts and ``data.num_workers`` that are not
+    whole numbers in range, before anything is built."""
+    checks = [(f"train.{key}", cfg["train"][key], 1) for key in POSITIVE_SETTINGS]
+    checks += [(f"train.{key}", cfg["train"][key], 0) for key in NON_NEGATIVE_SETTINGS]
+    checks.append(("data.num_workers", cfg["data"]["num_workers"], 0))
+    for key, value, minimum in checks:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{key}={value!r} must be a whole number ≥ {minimum}")
 
 
 class Trainer:
@@ -54,6 +70,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.settings = cfg["train"]
+        check_settings(cfg)
         seed_everything(cfg["seed"])
         self.device = resolve_device(cfg["device"])
         data_cfg, model_cfg = cfg["data"], cfg["model"]
@@ -71,6 +88,11 @@ class Trainer:
                 seed=cfg["seed"],
             ),
         )
+        if len(train_set) < self.settings["batch_size"]:
+            raise DataError(
+                f"the {data_cfg['train_split']} split has {len(train_set)} images, fewer than "
+                f"train.batch_size={self.settings['batch_size']}; lower the batch size"
+            )
         self.val_set = build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
         pin = self.device.type == "cuda"
         self.train_loader = make_loader(
@@ -95,7 +117,16 @@ class Trainer:
         )
         self.iteration = 0
         self.best_miou = float("-inf")
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.step_lrs: dict[str, float] = {}  # learning rate of each group in the last step
+        self._writer: SummaryWriter | None = None
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """TensorBoard writer, created at the first value logged (a run that fails on its first
+        batch leaves no event files)."""
+        if self._writer is None:
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
 
     def train_step(self, batches: Iterator[dict]) -> float:
         """One optimizer step over ``iter_size`` accumulated batches; returns the mean loss."""
@@ -110,6 +141,7 @@ class Trainer:
             loss = segmentation_loss(self.model(images), labels, self.info.ignore_index) / iter_size
             loss.backward()
             total += loss.item()
+        self.step_lrs = {group["name"]: group["lr"] for group in self.optimizer.param_groups}
         self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
@@ -134,7 +166,8 @@ class Trainer:
         return scores
 
     def save(self, name: str) -> Path:
-        """Write a checkpoint with everything needed to evaluate or continue this run."""
+        """Write a checkpoint: weights, config and label space (all evaluation needs), plus the
+        optimiser and schedule state and the iteration."""
         return save_checkpoint(
             self.run_dir / "checkpoints" / name,
             {
@@ -152,10 +185,10 @@ class Trainer:
         """Write image | label | prediction panels for the first ``count`` validation images."""
         self.model.eval()
         for index in range(min(count, len(self.val_set))):
-            sample = self.val_set[index]
             image, label = self.val_set.load_pair(index)
+            tensor = self.val_set.transform(image, label)["image"]
             with torch.no_grad():
-                logits = self.model(sample["image"].unsqueeze(0).to(self.device))
+                logits = self.model(tensor.unsqueeze(0).to(self.device))
             prediction = logits.argmax(dim=1)[0].cpu().numpy()
             panel = comparison_panel(
                 image, label, prediction, self.info.palette, self.info.ignore_index
@@ -179,7 +212,8 @@ class Trainer:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss:.3f}")
                 if self.iteration % log_every == 0 or self.iteration == max_iters:
-                    self.log_training(loss, images_per_step * steps / step_seconds)
+                    eta = (max_iters - self.iteration) * step_seconds / steps
+                    self.log_training(loss, images_per_step * steps / step_seconds, eta)
                     step_seconds, steps = 0.0, 0
                 if self.iteration == max_iters:
                     break
@@ -203,17 +237,18 @@ class Trainer:
         write_json(self.run_dir / "metrics.json", record)
         return record
 
-    def log_training(self, loss: float, images_per_second: float) -> None:
-        """Scalars for TensorBoard and one console line."""
+    def log_training(self, loss: float, images_per_second: float, eta_seconds: float) -> None:
+        """Scalars for TensorBoard and one console line (with the learning rates of the step)."""
         self.writer.add_scalar("train/loss", loss, self.iteration)
         self.writer.add_scalar("train/images_per_s", images_per_second, self.iteration)
-        for group in self.optimizer.param_groups:
-            self.writer.add_scalar(f"lr/{group['name']}", group["lr"], self.iteration)
+        for name, lr in self.step_lrs.items():
+            self.writer.add_scalar(f"lr/{name}", lr, self.iteration)
         log.info(
-            "iter %d/%d: loss %.4f, lr %.3g, %.1f img/s",
+            "iter %d/%d: loss %.4f, base lr %.3g, %.1f img/s, ETA %s",
             self.iteration,
             self.settings["max_iters"],
             loss,
-            self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_mult"],
+            self.step_lrs.get("base_weight", next(iter(self.step_lrs.values()))),
             images_per_second,
+            time.strftime("%H:%M:%S", time.gmtime(eta_seconds)),
         )

@@ -37,6 +37,10 @@ class ReducedVGG16(nn.Module):
 
     def __init__(self, width_mult: float = 1.0, dropout: float = 0.5) -> None:
         super().__init__()
+        if not width_mult > 0:
+            raise ValueError(f"width_mult must be positive, got {width_mult}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         layers: dict[str, nn.Module] = {}
         in_channels = 3
         for stage_index, (stage, num_convs, channels) in enumerate(VGG16_STAGES, start=1):
