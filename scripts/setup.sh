@@ -11,7 +11,11 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $("$PYTHON" --version)"
-    "$PYTHON" -m venv .venv
+    if ! "$PYTHON" -m venv .venv; then
+        rm -rf .venv
+        echo "error: '$PYTHON -m venv' failed; install the venv module (Debian/Ubuntu: apt install python3-venv)" >&2
+        exit 2
+    fi
 fi
 stamp=.venv/.parsenet-setup
 wanted="$(sha1sum setup.cfg | cut -d' ' -f1)"
