@@ -1,11 +1,12 @@
 """A small synthetic dataset, written in the PASCAL VOC layout, where context decides the class.
 
-Every image is a wide strip. A band at its left end tells the scene by its colour (harbour: blue
-water, street: brown road); the rest is a neutral textured ground, the same in both scenes, with
-a few objects on it. An object's shape tells only half of its class: a long hull is a *boat* in a
-harbour and a *car* in a street; a disc is a *buoy* or a *sign*. Objects lie up to a whole strip
-width away from the band — farther than a VGG16 FCN's receptive field (about 400 px) reaches —
-so labelling them needs the image-wide view that ParseNet's global context gives.
+Every image is a wide strip. A band over its left quarter tells the scene by its colour
+(harbour: blue water, street: brown road); the rest is a neutral textured ground, the same in
+both scenes, with a few objects on it. An object's shape tells only half of its class: a long
+hull is a *boat* in a harbour and a *car* in a street; a disc is a *buoy* or a *sign*. On the
+default 64×512 strips objects lie up to about 360 px from the band, while the receptive field of
+the VGG16 FCN's fc7 reaches about 200 px to each side (412 px in all), so labelling the far ones
+needs the image-wide view that ParseNet's global context gives.
 
 The data is deterministic in its parameters (seed, counts, size) and regenerated when they change.
 """
