@@ -31,24 +31,23 @@ def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence
     titles = list(columns)
     name_width = max(len(name) for name in [*class_names, "class", "pixel acc"])
     widths = [max(6, len(title)) for title in titles]
-    header = "class".ljust(name_width) + "".join(
-        f"  {t:>{w}}" for t, w in zip(titles, widths, strict=True)
-    )
+
+    def row(label: str, cells: Sequence[str]) -> str:
+        return label.ljust(name_width) + "".join(
+            f"  {cell:>{width}}" for cell, width in zip(cells, widths, strict=True)
+        )
+
+    header = row("class", titles)
     rule = "-" * len(header)
     lines = [header, rule]
-    for name in class_names:
-        cells = [_percent(columns[t]["per_class_iou"].get(name)) for t in titles]
-        lines.append(
-            name.ljust(name_width)
-            + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
-        )
+    lines += [
+        row(name, [_percent(columns[t]["per_class_iou"].get(name)) for t in titles])
+        for name in class_names
+    ]
     lines.append(rule)
-    for key, label in SUMMARY_KEYS:
-        cells = [_percent(columns[t][key]) for t in titles]
-        lines.append(
-            label.ljust(name_width)
-            + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=True))
-        )
+    lines += [
+        row(label, [_percent(columns[t][key]) for t in titles]) for key, label in SUMMARY_KEYS
+    ]
     return "\n".join(lines)
 
 
@@ -73,12 +72,7 @@ def metrics_record(
     and predictions (left out of the means).
     """
     return {
-        "mIoU": scores["mIoU"],
-        "pixel_acc": scores["pixel_acc"],
-        "mean_acc": scores["mean_acc"],
-        "fwIoU": scores["fwIoU"],
-        "per_class_iou": dict(scores["per_class_iou"]),
-        "per_class_acc": dict(scores["per_class_acc"]),
+        **scores,
         "num_images": num_images,
         "mode": mode,
         "checkpoint": checkpoint,

@@ -26,7 +26,7 @@ def test_demo_trains_and_compares_both_models(tmp_path: Path):
     for model in ("parsenet", "fcn"):
         assert (out / model / "checkpoints" / "best.pt").is_file()
         assert list((out / model / "overlays").glob("*.png"))
-    # the scene cue is learned: both models beat chance between each pair of look-alike classes
+    # both models learn well beyond background only (mIoU 0.2 predicts background everywhere)
     for metrics in summary["metrics"].values():
         assert metrics["mIoU"] > 0.3
     assert sum(summary["seconds"].values()) < 600

@@ -93,11 +93,9 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.load_pair(index)
-        sample = {"image": image, "label": label}
-        if self.transform is not None:
-            sample = self.transform(image, label)
-        sample["index"] = index
-        return sample
+        if self.transform is None:
+            return {"image": image, "label": label}
+        return self.transform(image, label)
 
 
 def check_files_exist(pairs: Sequence[tuple[Path, Path]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -63,9 +65,7 @@ class ReducedVGG16(nn.Module):
         layers["fc7"] = nn.Conv2d(fc_channels, fc_channels, 1)
         layers["relu7"] = nn.ReLU(inplace=True)
         layers["drop7"] = nn.Dropout(dropout)
-        self.layers = nn.Sequential()
-        for name, module in layers.items():
-            self.layers.add_module(name, module)
+        self.layers = nn.Sequential(OrderedDict(layers))
         self.out_channels = fc_channels
         self.output_stride = 8
         self.reset_parameters()
