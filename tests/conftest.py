@@ -14,7 +14,7 @@ from PIL import Image
 from parsenet.data.info import voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["model.width_mult=0.0625"]
+TINY_MODEL = ["model.backbone.width_mult=0.0625"]
 TINY_SYNTHETIC = [
     "data.num_train=16",
     "data.num_val=6",

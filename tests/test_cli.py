@@ -188,7 +188,7 @@ def test_multirun_makes_one_run_folder_per_model(tmp_path: Path):
         ("train.batch_size=0", "train.batch_size=0 must be a whole number ≥ 1"),
         ("train.max_iters=abc", "train.max_iters='abc' must be a whole number"),
         ("data.num_workers=-1", "data.num_workers=-1 must be a whole number ≥ 0"),
-        ("model.width_mult=0", "width_mult must be positive"),
+        ("model.backbone.width_mult=0", "backbone.width_mult must be positive"),
         ("device=mps", "device='mps' is not supported"),
         ("train.batch_size=99", "has 16 images, fewer than train.batch_size=99"),
     ],

@@ -1,73 +1,160 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from parsenet.errors import ConfigError
 from parsenet.models import L2Norm, build_model
-from parsenet.models.parsenet import DeconvUpsample
+from parsenet.models.head import unpool, upsample_to
+from parsenet.models.upsample import DeconvUpsample
 
-SMALL = {"width_mult": 0.0625}
+TINY = {"width_mult": 0.0625}
+ALL_TAPS = ["conv3_3", "conv4_3", "conv5_3", "fc7", "pool6"]
+VARIANTS = {
+    "parsenet": {},
+    "fcn": {"head": {"taps": ["fc7"], "normalize": False}},
+    "fcn32s": {"backbone": {"arch": "vgg16_fcn32"}, "head": {"taps": ["fc7"], "normalize": False}},
+    "fcn32s_all_taps_early": {
+        "backbone": {"arch": "vgg16_fcn32"},
+        "head": {"taps": ALL_TAPS, "fusion": "early"},
+    },
+    "all_taps_pyramid": {"head": {"taps": ALL_TAPS, "context_bins": [1, 2, 3, 6]}},
+    "bilinear_no_norm": {"head": {"normalize": False}, "upsample": "bilinear"},
+}
 
 
-@pytest.mark.parametrize("name", ["parsenet", "fcn"])
-@pytest.mark.parametrize("size", [(375, 500), (333, 257), (1, 1), (17, 9)])
-def test_output_is_exactly_input_size(name, size):
-    model = build_model({"name": name, **SMALL}, num_classes=21).eval()
+def tiny(variant: dict) -> dict:
+    return {**variant, "backbone": {**variant.get("backbone", {}), **TINY}}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("size", [(375, 500), (33, 257), (1, 1), (17, 9)])
+def test_output_is_exactly_input_size(variant, size):
+    model = build_model(tiny(VARIANTS[variant]), num_classes=21).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, *size))
     assert out.shape == (2, 21, *size)
 
 
-def test_full_width_parameter_count_matches_paper():
-    model = build_model({"name": "parsenet"}, num_classes=21)
-    count = sum(p.numel() for p in model.parameters())
-    assert 20.4e6 < count < 20.6e6, count  # VGG16 convs 14.71 M + fc6 4.72 M + fc7 1.05 M + heads
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
-def test_full_width_trunk_layout():
-    model = build_model({"name": "parsenet"}, num_classes=21)
-    layers = dict(model.backbone.layers.named_children())
+def test_full_width_parameter_counts():
+    # Released ParseNet: VGG16 convs 14.71 M + fc6 4.72 M + fc7 1.05 M + two heads + deconv.
+    assert count(build_model({}, num_classes=21)) == 20_534_399
+    # FCN-32s VGG16: torchvision's VGG16 (138,357,544) without fc8 (4,097,000), plus the 4096→21
+    # score layer (86,037) and the 21-group 64×64 deconvolution (86,037): the FCN paper's 134 M.
+    fcn32s = build_model(VARIANTS["fcn32s"], num_classes=21)
+    assert count(fcn32s) == 138_357_544 - 4_097_000 + 86_037 + 86_037
+
+
+def test_full_width_trunk_layouts():
+    reduced = build_model({}, num_classes=21).backbone
+    layers = reduced.convolutions()
     assert layers["fc6"].weight.shape == (1024, 512, 3, 3)
     assert layers["fc6"].dilation == (12, 12) and layers["conv5_1"].dilation == (2, 2)
-    assert layers["pool3"].ceil_mode and layers["pool4"].stride == 1
     assert layers["fc7"].weight.shape == (1024, 1024, 1, 1)
+    pools = dict(reduced.layers.named_children())
+    assert pools["pool3"].ceil_mode and pools["pool4"].stride == 1
+    fcn32 = build_model(VARIANTS["fcn32s"], num_classes=21).backbone
+    assert fcn32.convolutions()["fc6"].weight.shape == (4096, 512, 7, 7)
+    assert fcn32.convolutions()["conv5_1"].dilation == (1, 1)
     with torch.no_grad():
-        features = model.backbone.eval()(torch.randn(1, 3, 500, 500))
-    assert features.shape == (1, 1024, 63, 63)  # Caffe's ceil-mode size at stride 8
+        image = torch.randn(1, 3, 500, 500)
+        assert reduced.eval()(image).shape == (1, 1024, 63, 63)  # Caffe's ceil-mode size
+        assert fcn32.eval()(image).shape == (1, 4096, 16, 16)
 
 
-def test_fcn_has_no_context_and_no_normalisation():
-    fcn = build_model({"name": "fcn", **SMALL}, 5)
-    parsenet = build_model({"name": "parsenet", **SMALL}, 5)
-    assert not any(isinstance(m, L2Norm) for m in fcn.modules())
-    assert sum(isinstance(m, L2Norm) for m in parsenet.modules()) == 2
-    assert not hasattr(fcn.head, "context_score")
-    trunk = {k for k in fcn.state_dict() if k.startswith("backbone.")}
-    assert trunk == {k for k in parsenet.state_dict() if k.startswith("backbone.")}
+def test_taps_have_their_strides():
+    model = build_model(tiny({"backbone": {"arch": "vgg16_fcn32"}}), 3).eval()
+    trunk = model.backbone
+    assert trunk.tap_strides == {"conv3_3": 4, "conv4_3": 8, "conv5_3": 16, "fc7": 32}
+    with torch.no_grad():
+        features = trunk.features(torch.randn(1, 3, 100, 70), ("conv3_3", "conv5_3", "fc7"))
+    assert {k: tuple(v.shape[-2:]) for k, v in features.items()} == {
+        "conv3_3": (25, 18),
+        "conv5_3": (7, 5),
+        "fc7": (4, 3),
+    }
+
+
+def test_normalisation_options():
+    plain = build_model(tiny(VARIANTS["fcn"]), 5)
+    assert not any(isinstance(m, L2Norm) for m in plain.modules())
+    model = build_model(
+        tiny({"head": {"taps": ["conv4_3", "fc7", "pool6"], "scale_init": {"conv4_3": 20}}}), 5
+    )
+    norms = model.head.norms
+    assert set(norms) == {"conv4_3", "fc7", "pool6_1x1"}
+    assert norms["conv4_3"].weight.eq(20).all() and norms["pool6_1x1"].weight.eq(10).all()
+    assert all(isinstance(norm.weight, torch.nn.Parameter) for norm in norms.values())
+    fixed = build_model(tiny({"head": {"learn_scale": False, "channel_shared": True}}), 5)
+    for norm in fixed.head.norms.values():
+        assert norm.weight.numel() == 1 and not isinstance(norm.weight, torch.nn.Parameter)
+    assert "head.norms.fc7.weight" in fixed.state_dict()  # fixed γ still travels in checkpoints
 
 
 def test_global_context_changes_every_location():
     """Changing one corner of the input changes the ParseNet scores far away (global pooling)."""
     torch.manual_seed(0)
-    model = build_model({"name": "parsenet", **SMALL, "upsample": "bilinear"}, 3).eval()
-    head = model.head
-    features = torch.rand(1, model.backbone.out_channels, 20, 20)
-    moved = features.clone()
-    moved[..., :2, :2] += 5.0
+    model = build_model(tiny({}), 3).eval()
+    features = {"fc7": torch.rand(1, model.backbone.out_channels, 20, 20)}
+    moved = {"fc7": features["fc7"].clone()}
+    moved["fc7"][..., :2, :2] += 5.0
+    fcn = build_model(tiny(VARIANTS["fcn"]), 3).eval()
     with torch.no_grad():
-        far = head(features)[..., -1, -1] - head(moved)[..., -1, -1]
+        far = model.head(features)[..., -1, -1] - model.head(moved)[..., -1, -1]
+        local_only = fcn.head(features)[..., -1, -1] - fcn.head(moved)[..., -1, -1]
     assert far.abs().max() > 1e-4
+    assert local_only.abs().max() == 0
 
 
-@pytest.mark.parametrize("fusion", ["late", "early"])
-def test_fusions_and_upsamplings_run(fusion):
-    for upsample in ("deconv", "bilinear"):
-        model = build_model(
-            {"name": "parsenet", **SMALL, "fusion": fusion, "upsample": upsample}, 4
-        ).eval()
-        with torch.no_grad():
-            assert model(torch.randn(1, 3, 45, 61)).shape == (1, 4, 45, 61)
-    early = build_model({"name": "parsenet", **SMALL, "fusion": "early"}, 4)
-    assert early.head.fused_score.in_channels == 2 * early.backbone.out_channels
+@pytest.mark.parametrize("arch", ["reduced_vgg16", "vgg16_fcn32"])
+def test_early_and_late_fusion_are_the_same_function_class(arch):
+    """A concatenated 1×1 classifier equals per-tap classifiers summed (resized and unpooled
+    alike): copying the late model's weights into the early one gives the same scores."""
+    torch.manual_seed(0)
+    head = {"taps": ALL_TAPS, "context_bins": [1, 3], "context_dropout": 0.0}
+    late = build_model(tiny({"backbone": {"arch": arch}, "head": head}), 4).eval()
+    early = build_model(
+        tiny({"backbone": {"arch": arch}, "head": {**head, "fusion": "early"}}), 4
+    ).eval()
+    early.load_state_dict(late.state_dict(), strict=False)
+    fused = early.head.scores["fused"]
+    keys = list(late.head.norms)  # the concatenation order: spatial taps, then context levels
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([late.head.scores[k].weight for k in keys], dim=1))
+        fused.bias.copy_(sum(late.head.scores[k].bias for k in keys))
+        images = torch.randn(2, 3, 61, 45)
+        torch.testing.assert_close(early(images), late(images), rtol=1e-4, atol=1e-4)
+    assert fused.in_channels == sum(late.head.scores[k].in_channels for k in keys)
+
+
+def test_upsample_to_aligns_pixel_centres():
+    # A map at stride 8 whose value is the input coordinate of each pixel centre, 8y + 3.5,
+    # upsampled to stride 2 must read 2y + 0.5 away from the borders.
+    coarse = (8 * torch.arange(6.0) + 3.5).view(1, 1, 1, 6).expand(1, 1, 6, 6)
+    fine = upsample_to(coarse, 4, torch.Size((23, 23)))
+    assert fine.shape[-2:] == (23, 23)
+    expected = 2 * torch.arange(23.0) + 0.5
+    torch.testing.assert_close(fine[0, 0, 10, 2:21], expected[2:21])
+
+
+def test_unpool_replicates_bins():
+    bins = torch.arange(4.0).view(1, 1, 2, 2)
+    assert unpool(bins, torch.Size((4, 6))).tolist() == [
+        [[[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1], [2, 2, 2, 3, 3, 3], [2, 2, 2, 3, 3, 3]]]
+    ]
+    model = build_model(tiny({"head": {"context_bins": [1, 2, 3, 6]}}), 4)
+    assert set(model.head.scores) == {"fc7", "pool6_1x1", "pool6_2x2", "pool6_3x3", "pool6_6x6"}
+
+
+def test_pyramid_context_pools_each_grid():
+    model = build_model(tiny({"head": {"context_bins": [2], "normalize": False}}), 4).eval()
+    features = torch.rand(1, model.backbone.out_channels, 8, 8)
+    with torch.no_grad():
+        context = model.head.context(features, 2)
+    torch.testing.assert_close(context, F.avg_pool2d(features, 4))
 
 
 def test_deconv_starts_as_bilinear_interpolation():
@@ -81,8 +168,27 @@ def test_deconv_starts_as_bilinear_interpolation():
     torch.testing.assert_close(out[0, 0, 20, 8:40], expected[8:40])
 
 
-def test_build_model_rejects_bad_settings():
-    with pytest.raises(ConfigError, match="model.name"):
-        build_model({"name": "unet"}, 21)
-    with pytest.raises(ConfigError, match="fusion"):
-        build_model({"name": "parsenet", "fusion": "middle"}, 21)
+def test_score_layers_use_caffes_xavier_fill():
+    model = build_model({}, 21)
+    weight = model.head.scores["fc7"].weight
+    bound = (3 / 1024) ** 0.5  # Caffe's xavier: fan-in only
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.9 * bound
+    assert model.head.scores["fc7"].bias.eq(0).all()
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"backbone": {"arch": "resnet50"}}, "backbone.arch"),
+        ({"backbone": {"widht_mult": 0.5}}, "model.backbone.widht_mult is not a setting"),
+        ({"head": {"taps": ["fc8"]}}, "head.taps"),
+        ({"head": {"taps": ["pool6"]}}, "needs a spatial layer"),
+        ({"head": {"taps": ["fc7", "fc7"]}}, "distinct"),
+        ({"head": {"context_bins": [0]}}, "context_bins"),
+        ({"head": {"fusion": "middle"}}, "head.fusion"),
+        ({"upsample": "nearest"}, "upsample"),
+    ],
+)
+def test_build_model_rejects_bad_settings(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(cfg, 21)

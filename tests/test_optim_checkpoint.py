@@ -8,7 +8,7 @@ from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedu
 from parsenet.errors import CheckpointError, ConfigError
 from parsenet.models import build_model
 
-SMALL = {"name": "parsenet", "width_mult": 0.0625}
+SMALL = {"name": "parsenet", "backbone": {"width_mult": 0.0625}}
 
 
 def test_parameter_groups_follow_the_papers_multipliers():
@@ -26,12 +26,12 @@ def test_parameter_groups_follow_the_papers_multipliers():
         assert groups[name]["lr"] == pytest.approx(lr) and groups[name]["weight_decay"] == decay
     head = model.head
     assert {id(p) for p in groups["new_weight"]["params"]} == {
-        id(head.local_score.weight),
-        id(head.context_score.weight),
+        id(head.scores["fc7"].weight),
+        id(head.scores["pool6_1x1"].weight),
     }
     assert {id(p) for p in groups["scale"]["params"]} == {
-        id(head.local_norm.weight),
-        id(head.context_norm.weight),
+        id(head.norms["fc7"].weight),
+        id(head.norms["pool6_1x1"].weight),
     }
     assert id(model.upsample.deconv.weight) in {id(p) for p in groups["base_weight"]["params"]}
     counted = sum(len(g["params"]) for g in groups.values())
@@ -94,4 +94,4 @@ def test_damaged_and_mismatching_checkpoints(tmp_path: Path):
     with pytest.raises(CheckpointError, match="predicts 5 classes .* has 21"):
         restore_model(checkpoint, path, num_classes=21)
     with pytest.raises(CheckpointError, match="holds a parsenet model that does not fit model=fcn"):
-        restore_model(checkpoint, path, {**SMALL, "name": "fcn"})
+        restore_model(checkpoint, path, {**SMALL, "name": "fcn", "head": {"taps": ["fc7"]}})

@@ -56,8 +56,8 @@ def test_same_seed_same_weights_whatever_the_evaluation_schedule(tmp_path: Path,
 def test_gradient_accumulation_equals_a_larger_batch(tmp_path: Path):
     """batch 1 × iter_size 2 takes the same step as batch 2 (equal-sized, fully labelled images)."""
     deterministic = [
-        "model.dropout=0",
-        "model.context_dropout=0",
+        "model.backbone.dropout=0",
+        "model.head.context_dropout=0",
         "data.augment.flip=false",
         "train.max_iters=1",
         "train.eval_every=0",

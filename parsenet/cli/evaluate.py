@@ -13,15 +13,26 @@ from parsenet.data.transforms import eval_transform
 from parsenet.engine.checkpoint import load_checkpoint, restore_model
 from parsenet.engine.evaluator import evaluate
 from parsenet.engine.runtime import resolve_device
+from parsenet.models.pretrained import choose_input_norm
 from parsenet.report import metrics_record, scores_table, write_json
 
 
 def with_overrides(chosen: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
     """``chosen`` when it names its own config (``name`` set), else ``trained`` with the
-    non-null values of ``chosen`` laid over it."""
+    non-null values of ``chosen`` laid over it (nested nodes merged key by key)."""
     if chosen.get("name") is not None:
         return chosen
-    return {**trained, **{key: value for key, value in chosen.items() if value is not None}}
+    return _lay_over(trained, chosen)
+
+
+def _lay_over(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _lay_over(base[key], value)
+        elif value is not None and value != {}:
+            merged[key] = value
+    return merged
 
 
 @hydra_command("eval")
@@ -35,9 +46,9 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     device = resolve_device(cfg["device"])
     model = restore_model(checkpoint, path, model_cfg, info.num_classes).to(device)
     split = cfg["split"] or data_cfg["val_split"]
-    dataset = build_dataset(
-        data_cfg, split, eval_transform(get_normalization(model_cfg["input_norm"]))
-    )
+    trained_norm = checkpoint["config"]["model"]["input_norm"]
+    input_norm = choose_input_norm(model_cfg.get("input_norm"), trained_norm)
+    dataset = build_dataset(data_cfg, split, eval_transform(get_normalization(input_norm)))
     loader = make_loader(
         dataset, 1, data_cfg["num_workers"], shuffle=False, pin_memory=device.type == "cuda"
     )

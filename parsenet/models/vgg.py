@@ -1,8 +1,9 @@
-"""The paper's reduced VGG16 trunk: a fully convolutional VGG16 at output stride 8."""
+"""VGG16 trunks: the paper's reduced VGG16 at output stride 8, and the FCN-32s VGG16."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,7 +16,36 @@ VGG16_STAGES: tuple[tuple[str, int, int], ...] = (
     ("conv4", 3, 512),
     ("conv5", 3, 512),
 )
-FC_CHANNELS = 1024
+# Layers whose output a head can tap (after their ReLU), in network order.
+TAPPABLE = ("conv3_3", "conv4_3", "conv5_3", "fc7")
+
+
+@dataclass(frozen=True)
+class TrunkLayout:
+    """What distinguishes the two trunks.
+
+    Attributes:
+        strided_pools: how many of pool1–pool5 halve the resolution (2×2/2, ceil mode); the
+            others are 3×3/1/1, which keeps the resolution.
+        conv5_dilation: dilation of conv5_1–conv5_3.
+        fc6_kernel, fc6_dilation: fc6 as a convolution.
+        fc_channels: output channels of fc6 and fc7 at full width.
+    """
+
+    strided_pools: int
+    conv5_dilation: int
+    fc6_kernel: int
+    fc6_dilation: int
+    fc_channels: int
+
+
+TRUNKS: dict[str, TrunkLayout] = {
+    # DeepLab-LargeFOV / ParseNet: pool4 and pool5 keep the resolution, conv5 dilation 2, fc6 a
+    # 3×3 convolution with dilation 12 subsampled from VGG16's 7×7 fc6, 1024 channels.
+    "reduced_vgg16": TrunkLayout(3, 2, 3, 12, 1024),
+    # FCN-32s: VGG16 with fc6 as a 7×7 convolution and fc7 as a 1×1 convolution, 4096 channels.
+    "vgg16_fcn32": TrunkLayout(5, 1, 7, 1, 4096),
+}
 
 
 def scaled_channels(channels: int, width_mult: float) -> int:
@@ -23,51 +53,75 @@ def scaled_channels(channels: int, width_mult: float) -> int:
     return max(1, int(round(channels * width_mult)))
 
 
-class ReducedVGG16(nn.Module):
-    """VGG16 with fc6/fc7 as convolutions, reduced to 1024 channels, at output stride 8.
+class VGGTrunk(nn.Module):
+    """VGG16 with fc6/fc7 as convolutions, in one of the layouts of :data:`TRUNKS`.
 
-    Layout of the ParseNet / DeepLab-LargeFOV trunk: pool1–3 are 2×2/2 max pools in ceil mode
-    (as Caffe), pool4 and pool5 are 3×3/1/1, conv5 uses dilation 2, fc6 is a 3×3 convolution with
-    dilation 12 and fc7 a 1×1 convolution; ReLU and dropout follow both fc layers. Layer names
-    follow the Caffe model (``conv1_1`` … ``conv5_3``, ``fc6``, ``fc7``).
+    ``reduced_vgg16`` (the paper's trunk, output stride 8): pool1–3 are 2×2/2 max pools in ceil
+    mode (as Caffe), pool4 and pool5 are 3×3/1/1, conv5 uses dilation 2, fc6 is a 3×3
+    convolution with dilation 12 and fc7 a 1×1 convolution, 1024 channels each.
+    ``vgg16_fcn32`` (output stride 32): all five pools are 2×2/2 (ceil mode), fc6 is 7×7 with
+    padding 3 and fc7 1×1, 4096 channels each. ReLU and dropout follow both fc layers. Layer
+    names follow the Caffe models (``conv1_1`` … ``conv5_3``, ``fc6``, ``fc7``).
 
     Args:
+        arch: a key of :data:`TRUNKS`.
         width_mult: scales every channel count (1.0 is the paper's network; smaller values give
             fast CPU runs and tests).
         dropout: dropout rate after fc6 and fc7.
     """
 
-    def __init__(self, width_mult: float = 1.0, dropout: float = 0.5) -> None:
+    def __init__(
+        self, arch: str = "reduced_vgg16", width_mult: float = 1.0, dropout: float = 0.5
+    ) -> None:
         super().__init__()
+        if arch not in TRUNKS:
+            raise ValueError(f"backbone.arch must be one of {sorted(TRUNKS)}, got {arch!r}")
         if not width_mult > 0:
-            raise ValueError(f"width_mult must be positive, got {width_mult}")
+            raise ValueError(f"backbone.width_mult must be positive, got {width_mult}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ValueError(f"backbone.dropout must be in [0, 1), got {dropout}")
+        layout = TRUNKS[arch]
+        self.arch = arch
+        self.width_mult = width_mult
         layers: dict[str, nn.Module] = {}
-        in_channels = 3
+        self.tap_channels: dict[str, int] = {}
+        self.tap_strides: dict[str, int] = {}
+        in_channels, stride = 3, 1
         for stage_index, (stage, num_convs, channels) in enumerate(VGG16_STAGES, start=1):
             out_channels = scaled_channels(channels, width_mult)
-            dilation = 2 if stage == "conv5" else 1
+            dilation = layout.conv5_dilation if stage == "conv5" else 1
             for conv_index in range(1, num_convs + 1):
-                layers[f"{stage}_{conv_index}"] = nn.Conv2d(
+                name = f"{stage}_{conv_index}"
+                layers[name] = nn.Conv2d(
                     in_channels, out_channels, 3, padding=dilation, dilation=dilation
                 )
                 layers[f"relu{stage_index}_{conv_index}"] = nn.ReLU(inplace=True)
+                if name in TAPPABLE:
+                    self.tap_channels[name], self.tap_strides[name] = out_channels, stride
                 in_channels = out_channels
-            if stage_index <= 3:
+            if stage_index <= layout.strided_pools:
                 layers[f"pool{stage_index}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
+                stride *= 2
             else:
                 layers[f"pool{stage_index}"] = nn.MaxPool2d(3, stride=1, padding=1)
-        fc_channels = scaled_channels(FC_CHANNELS, width_mult)
-        layers["fc6"] = nn.Conv2d(in_channels, fc_channels, 3, padding=12, dilation=12)
+        fc_channels = scaled_channels(layout.fc_channels, width_mult)
+        fc6_padding = layout.fc6_dilation * (layout.fc6_kernel - 1) // 2
+        layers["fc6"] = nn.Conv2d(
+            in_channels,
+            fc_channels,
+            layout.fc6_kernel,
+            padding=fc6_padding,
+            dilation=layout.fc6_dilation,
+        )
         layers["relu6"] = nn.ReLU(inplace=True)
         layers["drop6"] = nn.Dropout(dropout)
         layers["fc7"] = nn.Conv2d(fc_channels, fc_channels, 1)
         layers["relu7"] = nn.ReLU(inplace=True)
         layers["drop7"] = nn.Dropout(dropout)
         self.layers = nn.Sequential(OrderedDict(layers))
+        self.tap_channels["fc7"], self.tap_strides["fc7"] = fc_channels, stride
         self.out_channels = fc_channels
-        self.output_stride = 8
+        self.output_stride = stride
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -77,6 +131,31 @@ class ReducedVGG16(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
+    def convolutions(self) -> dict[str, nn.Conv2d]:
+        """The trunk's convolutions by Caffe name (``conv1_1`` … ``fc7``), in network order."""
+        return {
+            name: layer
+            for name, layer in self.layers.named_children()
+            if isinstance(layer, nn.Conv2d)
+        }
+
+    def features(self, x: torch.Tensor, taps: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """Run the trunk and return the outputs of the layers in ``taps`` (after their ReLU;
+        ``fc7`` also after its dropout), each at its own resolution (see ``tap_strides``)."""
+        unknown = set(taps) - set(TAPPABLE)
+        if unknown:
+            raise ValueError(f"cannot tap {sorted(unknown)}; choose among {TAPPABLE}")
+        wanted = {f"relu{name[4]}_{name[6]}": name for name in taps if name.startswith("conv")}
+        outputs: dict[str, torch.Tensor] = {}
+        for name, layer in self.layers.named_children():
+            x = layer(x)
+            if name in wanted:
+                outputs[wanted[name]] = x
+        if "fc7" in taps:
+            outputs["fc7"] = x
+        return outputs
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the fc7 features (after ReLU and dropout) at 1/8 of the input size (ceil)."""
+        """Return the fc7 features (after ReLU and dropout) at 1/``output_stride`` of the input
+        size (rounded up)."""
         return self.layers(x)

@@ -1,0 +1,207 @@
+"""ImageNet initialisation of the VGG16 trunks, with the paper's fc6/fc7 net surgery.
+
+Sources for ``model.backbone.pretrained``:
+
+- ``imagenet``: torchvision's VGG16 ImageNet weights (downloaded into the torch hub cache);
+- a path to a torchvision VGG16 state dict (``features.*`` / ``classifier.*`` keys);
+- a path to a Caffe-converted reduced VGG16 (``vgg16_reducedfc.pth`` of the SSD ports: the
+  ``nn.ModuleList`` keys ``0.weight`` … ``33.weight``, fc6 already 1024×512×3×3);
+- ``none``: random initialisation.
+
+Each source implies the input convention its weights were trained with (``torchvision``: RGB in
+[0, 1] with ImageNet mean/std; ``caffe``: BGR 0–255 minus the mean pixel), which the trainer stores
+in the checkpoint so evaluation and prediction use it too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from parsenet.errors import ConfigError
+from parsenet.models.vgg import VGGTrunk
+
+IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+# Index of each convolution in torchvision's ``vgg16().features`` (the SSD ports' ``vgg`` list uses
+# the same indices, and 31/33 for the reduced fc6/fc7).
+VGG16_CONV_INDICES = {
+    "conv1_1": 0, "conv1_2": 2,
+    "conv2_1": 5, "conv2_2": 7,
+    "conv3_1": 10, "conv3_2": 12, "conv3_3": 14,
+    "conv4_1": 17, "conv4_2": 19, "conv4_3": 21,
+    "conv5_1": 24, "conv5_2": 26, "conv5_3": 28,
+}  # fmt: skip
+REDUCED_FC_INDICES = {"fc6": 31, "fc7": 33}
+Tensors = dict[str, torch.Tensor]
+
+
+def reduce_fc(fc6: tuple[torch.Tensor, torch.Tensor], fc7: tuple[torch.Tensor, torch.Tensor]):
+    """The original net surgery: VGG16's fc6/fc7 subsampled to the reduced 1024-channel layers.
+
+    fc6 (4096×25088 or 4096×512×7×7) → ``[::4, :, ::3, ::3]`` = 1024×512×3×3 (spatial taps 0, 3, 6,
+    which a dilation-3 3×3 convolution reads at the original spacing); fc7 (4096×4096) →
+    ``[::4, ::4]`` = 1024×1024×1×1; biases ``[::4]``. Plain decimation, no rescaling.
+
+    Returns:
+        ``((fc6_weight, fc6_bias), (fc7_weight, fc7_bias))`` of the reduced layers.
+    """
+    fc6_weight, fc6_bias = fc6
+    fc7_weight, fc7_bias = fc7
+    fc6_weight = fc6_weight.reshape(4096, 512, 7, 7)[::4, :, ::3, ::3]
+    fc7_weight = fc7_weight.reshape(4096, 4096)[::4, ::4].reshape(1024, 1024, 1, 1)
+    return (fc6_weight.contiguous(), fc6_bias[::4].clone()), (
+        fc7_weight.contiguous(),
+        fc7_bias[::4].clone(),
+    )
+
+
+def _strip_prefix(state: Tensors) -> Tensors:
+    """Drop a prefix shared by every key (``module.``, ``vgg.``, …) left by wrappers."""
+    prefixes = {key.split(".", 1)[0] for key in state if "." in key}
+    if len(prefixes) == 1 and all("." in key for key in state):
+        prefix = next(iter(prefixes))
+        if not prefix.isdigit() and prefix not in ("features", "classifier"):
+            return {key.split(".", 1)[1]: value for key, value in state.items()}
+    return state
+
+
+def _get(state: Tensors, key: str, source: str) -> torch.Tensor:
+    if key not in state:
+        raise ConfigError(f"model.backbone.pretrained={source}: the file has no {key!r}")
+    return state[key]
+
+
+def torchvision_layers(state: Tensors, arch: str, source: str) -> dict[str, tuple]:
+    """Trunk weights by layer name from a torchvision VGG16 state dict."""
+    layers = {
+        name: (
+            _get(state, f"features.{i}.weight", source),
+            _get(state, f"features.{i}.bias", source),
+        )
+        for name, i in VGG16_CONV_INDICES.items()
+    }
+    fc6 = (_get(state, "classifier.0.weight", source), _get(state, "classifier.0.bias", source))
+    fc7 = (_get(state, "classifier.3.weight", source), _get(state, "classifier.3.bias", source))
+    if arch == "reduced_vgg16":
+        layers["fc6"], layers["fc7"] = reduce_fc(fc6, fc7)
+    else:
+        layers["fc6"] = (fc6[0].reshape(4096, 512, 7, 7), fc6[1])
+        layers["fc7"] = (fc7[0].reshape(4096, 4096, 1, 1), fc7[1])
+    return layers
+
+
+def reducedfc_layers(state: Tensors, arch: str, source: str) -> dict[str, tuple]:
+    """Trunk weights by layer name from an SSD-style ``vgg16_reducedfc.pth``."""
+    if arch != "reduced_vgg16":
+        raise ConfigError(
+            f"model.backbone.pretrained={source} holds the reduced VGG16 (fc6 1024×512×3×3); it "
+            f"fits backbone.arch=reduced_vgg16, not {arch}"
+        )
+    indices = {**VGG16_CONV_INDICES, **REDUCED_FC_INDICES}
+    return {
+        name: (_get(state, f"{i}.weight", source), _get(state, f"{i}.bias", source))
+        for name, i in indices.items()
+    }
+
+
+def read_source(source: str) -> tuple[Tensors, str]:
+    """Load a pretrained source's state dict and say which format it is in
+    (``torchvision`` or ``reducedfc``)."""
+    if source == "imagenet":
+        state = _download_imagenet()
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"model.backbone.pretrained={source}: no such file; give imagenet, none, or the "
+                "path of a torchvision VGG16 state dict or vgg16_reducedfc.pth"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # pickle, zip and tensor errors all mean "not a state dict"
+            raise ConfigError(
+                f"model.backbone.pretrained={source}: cannot read it as a PyTorch state dict "
+                f"({type(error).__name__}); is the file complete?"
+            ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ConfigError(f"model.backbone.pretrained={source} is not a state dict of tensors")
+    state = _strip_prefix(state)
+    if "classifier.0.weight" in state:
+        return state, "torchvision"
+    if f"{REDUCED_FC_INDICES['fc6']}.weight" in state:
+        return state, "reducedfc"
+    raise ConfigError(
+        f"model.backbone.pretrained={source} is neither a torchvision VGG16 state dict "
+        "(features.*, classifier.*) nor vgg16_reducedfc.pth (0.weight … 33.weight)"
+    )
+
+
+def _download_imagenet() -> Tensors:
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        return torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=True)
+    except OSError as error:  # URLError, HTTPError and socket errors are OSErrors
+        raise ConfigError(
+            f"model.backbone.pretrained=imagenet: cannot download {IMAGENET_URL} ({error}); put "
+            f"that file in {hub_dir}/ or give its path as model.backbone.pretrained=PATH"
+        ) from None
+
+
+# The input convention each format's weights were trained with.
+CONVENTIONS = {"torchvision": "torchvision", "reducedfc": "caffe"}
+READERS = {"torchvision": torchvision_layers, "reducedfc": reducedfc_layers}
+
+
+def initialise_backbone(trunk: VGGTrunk, source: Any) -> str | None:
+    """Copy pretrained weights into ``trunk`` and return their input convention.
+
+    Args:
+        trunk: the model's backbone (full width).
+        source: ``none``/``None``, ``imagenet``, or a file path (see the module docstring).
+
+    Returns:
+        ``torchvision`` or ``caffe`` — how inputs must be normalised for these weights — or
+        ``None`` when ``source`` is ``none``.
+
+    Raises:
+        ConfigError: unreadable or unknown file, offline download, or shapes that do not fit.
+    """
+    if source is None or str(source).lower() == "none":
+        return None
+    source = str(source)
+    if trunk.width_mult != 1.0:
+        raise ConfigError(
+            f"model.backbone.pretrained={source} needs model.backbone.width_mult=1.0 "
+            f"(got {trunk.width_mult}); pretrained weights exist only at full width"
+        )
+    state, kind = read_source(source)
+    layers = READERS[kind](state, trunk.arch, source)
+    convolutions = trunk.convolutions()
+    with torch.no_grad():
+        for name, conv in convolutions.items():
+            weight, bias = layers[name]
+            if weight.shape != conv.weight.shape or bias.shape != conv.bias.shape:
+                raise ConfigError(
+                    f"model.backbone.pretrained={source}: {name} has shape {tuple(weight.shape)}, "
+                    f"the {trunk.arch} trunk needs {tuple(conv.weight.shape)}"
+                )
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)
+    return CONVENTIONS[kind]
+
+
+def choose_input_norm(requested: str | None, weights_convention: str | None) -> str:
+    """Resolve ``model.input_norm``: ``auto`` follows the weights (``torchvision`` without
+    weights); an explicit choice that contradicts the weights is an error."""
+    if requested in (None, "auto"):
+        return weights_convention or "torchvision"
+    if weights_convention is not None and requested != weights_convention:
+        raise ConfigError(
+            f"model.input_norm={requested} does not match the pretrained weights, which expect "
+            f"{weights_convention} inputs; use model.input_norm=auto"
+        )
+    return requested
