@@ -118,7 +118,9 @@ def test_unknown_config_key_and_option(tmp_path: Path):
     result = run_cli("parsenet-train", "train.max_itres=5", f"hydra.run.dir={tmp_path}")
     assert_one_line_error(result, "unknown config key 'train.max_itres'")
     result = run_cli("parsenet-train", "model=unet", f"hydra.run.dir={tmp_path}")
-    assert_one_line_error(result, "model=unet is not a config", "fcn, from_checkpoint, parsenet")
+    assert_one_line_error(
+        result, "model=unet is not a config", "fcn, fcn32s, from_checkpoint, parsenet"
+    )
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 

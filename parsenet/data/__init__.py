@@ -7,6 +7,7 @@ from typing import Any
 
 from parsenet.data.base import PairTransform, SegmentationDataset
 from parsenet.data.camvid import CAMVID_INFO, camvid_dataset
+from parsenet.data.folder import CONTEXT59_INFO, CONTEXT60_INFO, SIFTFLOW_INFO, folder_dataset
 from parsenet.data.info import DatasetInfo
 from parsenet.data.synthetic import SYNTHETIC_INFO, ensure_synthetic
 from parsenet.data.voc import VOC_INFO, voc_dataset
@@ -16,6 +17,9 @@ DATASET_INFOS: dict[str, DatasetInfo] = {
     "voc": VOC_INFO,
     "camvid": CAMVID_INFO,
     "synthetic": SYNTHETIC_INFO,
+    "siftflow": SIFTFLOW_INFO,
+    "context59": CONTEXT59_INFO,
+    "context60": CONTEXT60_INFO,
 }
 
 
@@ -41,10 +45,23 @@ def _camvid(cfg: Mapping[str, Any], split: str, transform: PairTransform | None)
     return camvid_dataset(cfg["root"], split, transform=transform)
 
 
+def _folder(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
+    return folder_dataset(
+        cfg["root"],
+        split,
+        DATASET_INFOS[cfg["name"]],
+        transform=transform,
+        image_suffix=cfg.get("image_suffix", ".jpg"),
+    )
+
+
 DATASET_BUILDERS: dict[str, Callable[..., SegmentationDataset]] = {
     "voc": _voc,
     "camvid": _camvid,
     "synthetic": _synthetic,
+    "siftflow": _folder,
+    "context59": _folder,
+    "context60": _folder,
 }
 
 

@@ -1,0 +1,71 @@
+"""Datasets in the plain folder layout: ``images/`` + ``masks/`` + one list file per split.
+
+This is the layout ``parsenet-data prepare`` writes for SiftFlow and PASCAL-Context (labels
+already mapped to ``0 … K−1`` with 255 ignored) and the one users give their own data in::
+
+    root/
+      images/<id>.jpg      RGB images (the suffix is ``data.image_suffix``)
+      masks/<id>.png       class indices, palette (P) or greyscale (L) PNGs; 255 = ignore
+      train.txt, val.txt   one id per line
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from parsenet.data.base import PairTransform, SegmentationDataset, read_split_file
+from parsenet.data.info import DatasetInfo, voc_palette
+from parsenet.errors import DataError
+
+SIFTFLOW_CLASSES = (
+    "awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk",
+    "desert", "door", "fence", "field", "grass", "moon", "mountain", "person", "plant", "pole",
+    "river", "road", "rock", "sand", "sea", "sidewalk", "sign", "sky", "staircase", "streetlight",
+    "sun", "tree", "window",
+)  # fmt: skip
+# The 59 most frequent PASCAL-Context classes (FCN / ParseNet protocol), alphabetical.
+CONTEXT59_CLASSES = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle",
+    "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow",
+    "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground",
+    "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate", "platform",
+    "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa",
+    "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
+)  # fmt: skip
+
+
+def _info(name: str, classes: tuple[str, ...]) -> DatasetInfo:
+    return DatasetInfo(name, classes, voc_palette(len(classes)))
+
+
+SIFTFLOW_INFO = _info("siftflow", SIFTFLOW_CLASSES)
+# 59 classes with everything else ignored, or 60 with "background" as class 0.
+CONTEXT59_INFO = _info("context59", CONTEXT59_CLASSES)
+CONTEXT60_INFO = _info("context60", ("background", *CONTEXT59_CLASSES))
+
+
+def folder_dataset(
+    root: str | Path,
+    split: str,
+    info: DatasetInfo,
+    transform: PairTransform | None = None,
+    image_suffix: str = ".jpg",
+) -> SegmentationDataset:
+    """Read a dataset in the folder layout described in this module's docstring.
+
+    Args:
+        root: the folder holding ``images/``, ``masks/`` and the list files.
+        split: list file name without ``.txt``.
+        info: the label space.
+        transform: applied to each decoded pair.
+        image_suffix: file suffix of the images (``.jpg``, ``.png``, …).
+    """
+    base = Path(root)
+    if not (base / "images").is_dir() or not (base / "masks").is_dir():
+        raise DataError(
+            f"data.root={root}: expected images/ and masks/ folders there (see data/README.md "
+            f"for how to prepare {info.name})"
+        )
+    ids = read_split_file(base / f"{split}.txt")
+    pairs = [(base / "images" / f"{i}{image_suffix}", base / "masks" / f"{i}.png") for i in ids]
+    return SegmentationDataset(pairs, info, transform)
