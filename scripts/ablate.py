@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from parsenet.fileio import atomic_write
 from parsenet.report import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,12 +62,12 @@ def check_same_setup(out: Path, setup: dict[str, Any]) -> None:
             )
 
 
-def run_row(experiment: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+def run_row(experiment: str, overrides: list[str], run_dir: Path) -> None:
     """Train and evaluate one row with the real CLI (unless it finished before)."""
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         print(f"=== {experiment}: done before, keeping {metrics}", flush=True)
-        return json.loads(metrics.read_text())
+        return
     if run_dir.exists():
         print(f"=== {experiment}: unfinished run in {run_dir}, training it again", flush=True)
         shutil.rmtree(run_dir)
@@ -82,7 +83,6 @@ def run_row(experiment: str, overrides: list[str], run_dir: Path) -> dict[str, A
     status = subprocess.run(command, cwd=REPO).returncode
     if status != 0:
         raise SystemExit(status)
-    return json.loads(metrics.read_text())
 
 
 def _percent(value: float | None) -> str:
@@ -137,7 +137,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="output folder (default runs/ablate/TABLE)")
     parser.add_argument("--rows", help="comma-separated experiments to run (default: all)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every row")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     table = load_table(args.table)
     out = args.out or REPO / "runs" / "ablate" / args.table
     names = [row["experiment"] for row in table["rows"]]
@@ -153,12 +153,22 @@ def main() -> int:
     check_same_setup(out, setup)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "ablation.json", {**setup, "started": datetime.now().isoformat()})
-    results = {name: run_row(name, args.overrides, out / name) for name in chosen}
+    for name in chosen:
+        run_row(name, args.overrides, out / name)
+    # The table shows every row finished in this folder (also by earlier --rows runs).
+    results = {
+        name: json.loads((out / name / "metrics.json").read_text())
+        for name in names
+        if (out / name / "metrics.json").is_file()
+    }
     first = next(iter(results.values()))
     setup.update(dataset=first["dataset"], split=first["split"])
     rows = table_rows(table, results)
-    (out / "table.md").write_text(to_markdown(table, rows, setup))
-    (out / "table.csv").write_text(to_csv(rows))
+    for path, text in (
+        (out / "table.md", to_markdown(table, rows, setup)),
+        (out / "table.csv", to_csv(rows)),
+    ):
+        atomic_write(path, lambda handle, text=text: handle.write(text.encode()))
     print(to_markdown(table, rows, setup))
     print(f"tables: {out / 'table.md'}, {out / 'table.csv'}")
     return 0

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_palette_png, write_voc_tree
+from conftest import REPO, write_palette_png, write_voc_tree
 from PIL import Image
 
 from parsenet.data import build_dataset
@@ -127,3 +127,44 @@ def test_tree_with_other_size_and_classes(tmp_path: Path):
     root = write_voc_tree(tmp_path / "t", {"train": 2}, size=(17, 23), num_classes=3)
     image, label = voc_dataset(root, "train").load_pair(1)
     assert image.shape == (23, 17, 3) and label.max() == 255
+
+
+def write_folder_tree(root: Path, split_sizes: dict[str, int], num_classes: int) -> Path:
+    """A dataset in the folder layout: images/*.jpg, masks/*.png (index PNGs), <split>.txt."""
+    rng = np.random.default_rng(0)
+    for split, count in split_sizes.items():
+        ids = [f"{split}_{index:02d}" for index in range(count)]
+        for sample_id in ids:
+            image = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
+            (root / "images").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(root / "images" / f"{sample_id}.jpg")
+            label = rng.integers(0, num_classes, size=(12, 16))
+            label[0] = 255
+            write_palette_png(label, root / "masks" / f"{sample_id}.png")
+        (root / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    "name, split, num_classes", [("siftflow", "test", 33), ("context59", "val", 59)]
+)
+def test_folder_layout_datasets_through_their_configs(tmp_path: Path, name, split, num_classes):
+    from omegaconf import OmegaConf
+
+    root = write_folder_tree(tmp_path / name, {"train": 3, split: 2}, num_classes)
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "data" / f"{name}.yaml"))
+    cfg["root"] = str(root)
+    assert cfg["val_split"] == split
+    dataset = build_dataset(cfg, split)
+    assert len(dataset) == 2 and dataset.info.num_classes == num_classes
+    image, label = dataset.load_pair(1)
+    assert image.shape == (12, 16, 3) and label.max() == 255 and label[1:].max() < num_classes
+    with pytest.raises(DataError, match="expected images/ and masks/"):
+        build_dataset({**cfg, "root": str(tmp_path / "nowhere")}, split)
+
+
+def test_context60_adds_background_as_class_zero():
+    from parsenet.data import dataset_info
+
+    assert dataset_info("context60").class_names[0] == "background"
+    assert dataset_info("context60").class_names[1:] == dataset_info("context59").class_names

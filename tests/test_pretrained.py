@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from conftest import TINY_SYNTHETIC, run_cli
 
 from parsenet.errors import ConfigError
 from parsenet.models import build_model
@@ -18,7 +19,6 @@ from parsenet.models.pretrained import (
     choose_input_norm,
     initialise_backbone,
 )
-from tests.conftest import TINY_SYNTHETIC, run_cli
 
 FCN32 = {"backbone": {"arch": "vgg16_fcn32"}, "head": {"taps": ["fc7"], "normalize": False}}
 

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from parsenet.data.loader import infinite_batches
 from parsenet.engine.checkpoint import load_checkpoint
 from parsenet.engine.trainer import Trainer, segmentation_loss
+from parsenet.errors import ConfigError
 
 
 def compose_train(tmp_path: Path, *overrides: str) -> dict:
@@ -97,3 +98,18 @@ def test_logged_learning_rates_are_those_of_the_step(tmp_path: Path):
     assert trainer.step_lrs["new_weight"] == pytest.approx(0.1)
     trainer.train_step(batches)
     assert trainer.step_lrs["base_weight"] == pytest.approx(0.01 * 0.5**0.9)
+
+
+def test_summed_loss_is_caffes_unnormalised_softmax_loss():
+    """``sum``: cross-entropy summed over labelled pixels and divided by the batch size only."""
+    logits = torch.randn(2, 3, 4, 4)
+    labels = torch.randint(0, 3, (2, 4, 4))
+    labels[0, :2] = 255
+    mean = segmentation_loss(logits, labels, 255, "mean")
+    summed = segmentation_loss(logits, labels, 255, "sum")
+    torch.testing.assert_close(summed, mean * (labels != 255).sum() / 2)
+
+
+def test_unknown_loss_reduction_is_a_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="train.loss='median'"):
+        Trainer(compose_train(tmp_path, "train.loss=median"), tmp_path / "run")

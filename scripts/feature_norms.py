@@ -1,0 +1,91 @@
+"""The paper's Figure 2 for trained checkpoints: feature norms per layer and the learned γ.
+
+For each checkpoint, the mean L2 norm (over channels, per location) of conv4_3, fc7 and pool6
+(the global average of fc7) before any normalisation, over the first N validation images, and
+mean/min/max of every L2Norm's learned scale. Prints markdown and writes it to ``--out``.
+
+    python scripts/feature_norms.py CHECKPOINT [CHECKPOINT ...] [--images 50] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+from parsenet.analysis import FIGURE2_LAYERS, feature_norms, learned_scales
+from parsenet.data import build_dataset, dataset_info
+from parsenet.data.loader import make_loader
+from parsenet.data.normalization import get_normalization
+from parsenet.data.transforms import eval_transform
+from parsenet.engine.checkpoint import load_checkpoint, restore_model
+from parsenet.errors import ParsenetError
+from parsenet.fileio import atomic_write
+
+
+def checkpoint_report(path: Path, num_images: int) -> tuple[dict, dict, str]:
+    """Feature norms and γ summary of one checkpoint, and what they were measured on."""
+    checkpoint = load_checkpoint(path)
+    config = checkpoint["config"]
+    info = dataset_info(config["data"]["name"])
+    model = restore_model(checkpoint, path)
+    transform = eval_transform(get_normalization(config["model"]["input_norm"]))
+    dataset = build_dataset(config["data"], config["data"]["val_split"], transform)
+    loader = make_loader(dataset, 1, 0, shuffle=False)
+    images = (batch["image"] for batch in itertools.islice(loader, num_images))
+    norms = feature_norms(model, images)
+    where = f"{min(num_images, len(dataset))} {info.name} {config['data']['val_split']} images"
+    return norms, learned_scales(model), where
+
+
+def main() -> int:
+    """Measure every checkpoint given and print/write one markdown report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--images", type=int, default=50, help="validation images to average")
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
+    args = parser.parse_args()
+    norm_lines = [
+        "| checkpoint | " + " | ".join(f"‖{name}‖ (mean)" for name in FIGURE2_LAYERS) + " |",
+        "|---|" + "---|" * len(FIGURE2_LAYERS),
+    ]
+    scale_lines = [
+        "| checkpoint | L2Norm | channels | γ mean | γ min | γ max |",
+        "|---|---|---|---|---|---|",
+    ]
+    measured_on = set()
+    try:
+        for path in args.checkpoints:
+            norms, scales, where = checkpoint_report(path, args.images)
+            measured_on.add(where)
+            cells = " | ".join(f"{norms[name]:.4g}" for name in FIGURE2_LAYERS)
+            norm_lines.append(f"| {path} | {cells} |")
+            for name, s in scales.items():
+                scale_lines.append(
+                    f"| {path} | {name} | {s['channels']} | {s['mean']:.3f} | {s['min']:.3f} | "
+                    f"{s['max']:.3f} |"
+                )
+    except ParsenetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = "\n".join(
+        [
+            f"Feature norms before normalisation, averaged over {', '.join(sorted(measured_on))}:",
+            "",
+            *norm_lines,
+            "",
+            "Learned scales γ:",
+            "",
+            *scale_lines,
+            "",
+        ]
+    )
+    print(text)
+    if args.out:
+        atomic_write(args.out, lambda handle: handle.write(text.encode()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The paper's tables as configs: every experiment row composes and builds the model it names;
+the Caffe recipe; the ablation runner end to end (in miniature)."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY_SYNTHETIC
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from parsenet.data import dataset_info
+from parsenet.models import L2Norm, build_model
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
+TABLES = sorted(p.stem for p in (REPO / "configs" / "ablation").glob("*.yaml"))
+
+
+def compose_train(*overrides: str) -> dict:
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_table_row_is_an_experiment_that_builds(table):
+    rows = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "ablation" / f"{table}.yaml"))
+    assert rows["rows"], table
+    for row in rows["rows"]:
+        name = row["experiment"]
+        assert name in EXPERIMENTS and row["source"], name
+        cfg = compose_train(f"experiment={name}", "model.backbone.width_mult=0.0625")
+        assert cfg["model"]["name"] == name
+        assert (
+            cfg["train"]["loss"] == "sum" and cfg["model"]["backbone"]["pretrained"] == "imagenet"
+        )
+        model = build_model(cfg["model"], dataset_info(cfg["data"]["name"]).num_classes)
+        head, trunk = cfg["model"]["head"], cfg["model"]["backbone"]
+        assert set(model.head.spatial_taps) == {t for t in head["taps"] if t != "pool6"}
+        assert bool(model.head.context_bins) == ("pool6" in head["taps"])
+        norms = sum(isinstance(m, L2Norm) for m in model.modules())
+        assert norms == (len(head["taps"]) if head["normalize"] else 0), name
+        # The name says the setup: trunk stride, dataset, and normalisation where it varies.
+        assert f"os{model.backbone.output_stride}" in name
+        assert ("l2norm" in name) == head["normalize"] or "voc12aug" in name
+        assert trunk["arch"] == ("vgg16_fcn32" if name.startswith("fcn32s") else "reduced_vgg16")
+
+
+def test_voc_rows_differ_only_in_what_their_names_say():
+    released = compose_train("experiment=parsenet_vgg16-os8_voc12aug")["model"]
+    early = compose_train("experiment=parsenet-early_vgg16-os8_voc12aug")["model"]
+    nonorm = compose_train("experiment=parsenet-nonorm_vgg16-os8_voc12aug")["model"]
+    baseline = compose_train("experiment=parsenet-baseline_vgg16-os8_voc12aug")["model"]
+    assert released["head"] == {**early["head"], "fusion": "late"}
+    assert released["head"] == {**nonorm["head"], "normalize": True}
+    assert baseline["head"]["taps"] == ["fc7"] and not baseline["head"]["normalize"]
+    assert released["head"]["taps"] == ["fc7", "pool6"] and released["head"]["fusion"] == "late"
+
+
+def test_caffe_recipe_is_the_original_solver():
+    cfg = compose_train("recipe=caffe")
+    assert cfg["optim"]["_target_"] == "torch.optim.SGD"
+    assert cfg["optim"]["lr"] == 1e-8 and cfg["optim"]["momentum"] == 0.9
+    assert cfg["optim"]["weight_decay"] == 5e-4
+    train = cfg["train"]
+    assert (train["batch_size"], train["iter_size"], train["loss"]) == (1, 8, "sum")
+    assert (train["max_iters"], train["poly_power"]) == (20000, 0.9)
+    assert (train["new_layer_lr_mult"], train["bias_lr_mult"]) == (10, 2)
+    assert cfg["data"]["augment"] == {"crop_size": None, "scale_range": [1.0, 1.0], "flip": False}
+    # A command-line recipe replaces the one an experiment names.
+    mini = compose_train("experiment=parsenet_vgg16-os8_voc12aug", "recipe=cpu_miniature")
+    assert mini["train"]["loss"] == "mean" and mini["model"]["backbone"]["pretrained"] == "none"
+
+
+def run_ablate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "ablate.py"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_ablation_runner_writes_the_table_and_resumes(tmp_path: Path):
+    out = tmp_path / "table"
+    rows = "parsenet_vgg16-os8_voc12aug,parsenet-baseline_vgg16-os8_voc12aug"
+    overrides = [
+        "data=synthetic",
+        f"data.root={tmp_path / 'synthetic'}",
+        *TINY_SYNTHETIC,
+        "recipe=cpu_miniature",
+        "model.backbone.width_mult=0.0625",
+        "train.max_iters=2",
+        "train.eval_every=0",
+        "train.num_overlays=0",
+    ]
+    result = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(out / "table.csv") as handle:
+        table = {row["experiment"]: row for row in csv.DictReader(handle)}
+    assert list(table) == [
+        row["experiment"]
+        for row in OmegaConf.load(REPO / "configs" / "ablation" / "voc12.yaml")["rows"]
+    ]
+    assert table["parsenet-early_vgg16-os8_voc12aug"]["mIoU"] == ""  # not run
+    released = table["parsenet_vgg16-os8_voc12aug"]
+    metrics = json.loads((out / "parsenet_vgg16-os8_voc12aug" / "metrics.json").read_text())
+    assert released["mIoU"] == f"{100 * metrics['mIoU']:.2f}"
+    assert released["paper mIoU"] == "69.55" and "[V]" in released["paper source"]
+    markdown = (out / "table.md").read_text()
+    assert "| ParseNet, late fusion (as released) |" in markdown and "data=synthetic" in markdown
+
+    # Interrupted row: its folder exists without metrics.json; only that row is trained again.
+    (out / "parsenet-baseline_vgg16-os8_voc12aug" / "metrics.json").unlink()
+    kept = (out / "parsenet_vgg16-os8_voc12aug" / "metrics.json").stat().st_mtime_ns
+    result = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parsenet_vgg16-os8_voc12aug: done before" in result.stdout
+    assert "parsenet-baseline_vgg16-os8_voc12aug: unfinished run" in result.stdout
+    assert (out / "parsenet_vgg16-os8_voc12aug" / "metrics.json").stat().st_mtime_ns == kept
+
+    report = tmp_path / "norms.md"
+    checkpoint = out / "parsenet_vgg16-os8_voc12aug" / "checkpoints" / "last.pt"
+    script = [sys.executable, str(REPO / "scripts" / "feature_norms.py"), "--images", "2"]
+    norms = subprocess.run(
+        [*script, "--out", str(report), str(checkpoint)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert norms.returncode == 0, norms.stderr[-2000:]
+    assert "| head.norms.pool6_1x1 | 16 |" in report.read_text()
+
+    mixed = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides, "seed=3")
+    assert mixed.returncode != 0 and "use another --out" in mixed.stderr
