@@ -133,7 +133,7 @@ def test_ablation_runner_writes_the_table_and_resumes(tmp_path: Path):
         timeout=300,
     )
     assert norms.returncode == 0, norms.stderr[-2000:]
-    assert "| head.norms.pool6_1x1 | 16 |" in report.read_text()
+    assert "| head.norms.pool6_1x1 | 64 |" in report.read_text()
 
     mixed = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides, "seed=3")
     assert mixed.returncode != 0 and "use another --out" in mixed.stderr
