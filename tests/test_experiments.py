@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_SYNTHETIC
+from conftest import REPO, TINY_SYNTHETIC, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from parsenet.data import dataset_info
+from parsenet.engine.checkpoint import load_checkpoint
 from parsenet.models import L2Norm, build_model
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
@@ -137,3 +138,46 @@ def test_ablation_runner_writes_the_table_and_resumes(tmp_path: Path):
 
     mixed = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides, "seed=3")
     assert mixed.returncode != 0 and "use another --out" in mixed.stderr
+
+
+def test_model_options_and_the_caffe_recipe_from_the_command_line(tmp_path: Path):
+    """Every head option reaches the model through the real CLI; the Caffe recipe (batch 1,
+    whole images, summed loss) trains; the checkpoint evaluates with the same architecture."""
+    run = tmp_path / "run"
+    result = run_cli(
+        "parsenet-train",
+        "recipe=caffe",
+        "model.backbone.pretrained=none",
+        "model.backbone.arch=vgg16_fcn32",
+        "model.backbone.width_mult=0.0625",
+        "model.head.taps=[conv4_3,fc7,pool6]",
+        "model.head.context_bins=[1,2]",
+        "model.head.context_dropout=0.1",
+        "model.head.fusion=early",
+        "model.head.channel_shared=true",
+        "model.head.learn_scale=false",
+        "model.head.scale_init={conv4_3: 5}",
+        "model.upsample=bilinear",
+        "train.max_iters=2",
+        "train.iter_size=2",
+        "train.num_overlays=0",
+        f"data.root={tmp_path / 'synthetic'}",
+        *TINY_SYNTHETIC,
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
+    weights, cfg = checkpoint["model"], checkpoint["config"]
+    assert (cfg["train"]["batch_size"], cfg["train"]["loss"]) == (1, "sum")
+    assert weights["head.norms.conv4_3.weight"].tolist() == [5.0]  # shared, fixed
+    assert weights["head.norms.pool6_2x2.weight"].tolist() == [10.0]
+    assert weights["head.scores.fused.weight"].shape[1] == 32 + 256 + 2 * 256
+    assert not any(key.startswith("upsample.") for key in weights)
+    evaluation = run_cli(
+        "parsenet-eval",
+        f"checkpoint={run / 'checkpoints' / 'last.pt'}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+    trained = json.loads((run / "metrics.json").read_text())
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["mIoU"] == trained["mIoU"]

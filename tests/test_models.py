@@ -88,6 +88,8 @@ def test_normalisation_options():
     assert set(norms) == {"conv4_3", "fc7", "pool6_1x1"}
     assert norms["conv4_3"].weight.eq(20).all() and norms["pool6_1x1"].weight.eq(10).all()
     assert all(isinstance(norm.weight, torch.nn.Parameter) for norm in norms.values())
+    assert model.head.context_dropout.p == 0.3
+    assert build_model(tiny({"head": {"context_dropout": 0.1}}), 5).head.context_dropout.p == 0.1
     fixed = build_model(tiny({"head": {"learn_scale": False, "channel_shared": True}}), 5)
     for norm in fixed.head.norms.values():
         assert norm.weight.numel() == 1 and not isinstance(norm.weight, torch.nn.Parameter)
