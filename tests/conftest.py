@@ -94,3 +94,25 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+def compose_train(tmp_path: Path, *overrides: str) -> dict:
+    """The resolved ``train.yaml`` for a tiny, fast run on the synthetic data (plain dicts)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *TINY_MODEL,
+                *TINY_SYNTHETIC,
+                "optim=adamw",
+                f"paths.data_root={tmp_path / 'data'}",
+                "train.batch_size=2",
+                "train.max_iters=3",
+                "train.num_overlays=0",
+                *overrides,
+            ],
+        )
+    return OmegaConf.to_container(cfg, resolve=True)

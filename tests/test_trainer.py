@@ -4,32 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL, TINY_SYNTHETIC
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from conftest import compose_train
 
-from parsenet.data.loader import infinite_batches
 from parsenet.engine.checkpoint import load_checkpoint
 from parsenet.engine.trainer import Trainer, segmentation_loss
 from parsenet.errors import ConfigError
-
-
-def compose_train(tmp_path: Path, *overrides: str) -> dict:
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                *TINY_MODEL,
-                *TINY_SYNTHETIC,
-                "optim=adamw",
-                f"paths.data_root={tmp_path / 'data'}",
-                "train.batch_size=2",
-                "train.max_iters=3",
-                "train.num_overlays=0",
-                *overrides,
-            ],
-        )
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def final_weights(run_dir: Path) -> dict:
@@ -92,7 +71,7 @@ def test_loss_ignores_255_and_is_zero_without_labelled_pixels():
 def test_logged_learning_rates_are_those_of_the_step(tmp_path: Path):
     cfg = compose_train(tmp_path, "optim=sgd", "optim.lr=0.01", "train.max_iters=2")
     trainer = Trainer(cfg, tmp_path / "run")
-    batches = infinite_batches(trainer.train_loader)
+    batches = iter(trainer.train_loader())
     trainer.train_step(batches)
     assert trainer.step_lrs["base_weight"] == pytest.approx(0.01)
     assert trainer.step_lrs["new_weight"] == pytest.approx(0.1)

@@ -1,20 +1,58 @@
-"""``parsenet-train``: train a model as ``configs/train.yaml`` (plus overrides) describes."""
+"""``parsenet-train``: train a model as ``configs/train.yaml`` (plus overrides) describes.
+
+Under ``torchrun`` every process runs this; rank 0's run folder is used by all of them.
+"""
 
 from __future__ import annotations
 
+import logging
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 from parsenet.cli.common import hydra_command
 from parsenet.data import dataset_info
+from parsenet.engine.distributed import DistContext, broadcast_object, init_distributed, shutdown
 from parsenet.engine.trainer import Trainer
 from parsenet.report import scores_table
+
+
+def share_run_dir(run_dir: Path, context: DistContext) -> Path:
+    """Rank 0's run folder in every process; the folder Hydra made for another rank (its config
+    files only) is removed, and only rank 0 keeps logging to a file and below warnings."""
+    shared = Path(broadcast_object(str(run_dir), context))
+    if not context.is_main:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler):
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(logging.WARNING)
+        if shared != run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return shared
 
 
 @hydra_command("train")
 def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Train, evaluate on the validation split, print the per-class table."""
-    record = Trainer(cfg, run_dir).run()
+    context = init_distributed(cfg["device"])
+    try:
+        run_dir = share_run_dir(run_dir, context)
+        record = Trainer(cfg, run_dir, context).run()
+    finally:
+        shutdown(context)
+    if not context.is_main:
+        return
+    if "stopped" in record:
+        overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith("hydra.run.dir="))
+        print(
+            f"stopped by {record['stopped']} at iteration {record['iteration']}; "
+            f"{record['checkpoint']} holds the state. Resume with:\n"
+            f"  parsenet-train {overrides} train.resume=auto hydra.run.dir={run_dir}".rstrip()
+        )
+        return
     info = dataset_info(cfg["data"]["name"])
     print(scores_table({cfg["model"]["name"]: record}, info.class_names))
     print(f"mode: {record['mode']}, split: {record['split']}, images: {record['num_images']}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import signal
 
 import cv2
 import numpy as np
@@ -13,14 +13,17 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 from parsenet.errors import DataError
 
 
-def _init_worker(worker_id: int) -> None:
-    """Give each worker its own seeds (Python, NumPy and the dataset's augmentation) and keep
-    OpenCV from starting threads inside workers."""
+def worker_init(worker_id: int) -> None:
+    """Give each worker its own seeds (Python, NumPy and the dataset's augmentation), keep
+    OpenCV from starting threads inside workers, and leave Ctrl-C to the main process (which
+    finishes its step and saves before stopping)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    transform = getattr(get_worker_info().dataset, "transform", None)
+    dataset = get_worker_info().dataset
+    transform = getattr(getattr(dataset, "dataset", dataset), "transform", None)
     if hasattr(transform, "reseed"):
         transform.reseed(seed)
 
@@ -61,14 +64,8 @@ def make_loader(
         num_workers=num_workers,
         drop_last=shuffle,
         pin_memory=pin_memory,
-        worker_init_fn=_init_worker,
+        worker_init_fn=worker_init,
         persistent_workers=num_workers > 0,
         generator=generator,
         collate_fn=collate_samples,
     )
-
-
-def infinite_batches(loader: DataLoader) -> Iterator[dict]:
-    """Iterate over ``loader`` forever, one epoch after another."""
-    while True:
-        yield from loader

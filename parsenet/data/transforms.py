@@ -25,8 +25,8 @@ class PairPipeline:
         self.normalization = normalization
 
     def reseed(self, seed: int) -> None:
-        """Restart the augmentation's random streams from ``seed`` (called in each loader worker,
-        which would otherwise repeat the parent's stream)."""
+        """Restart the augmentation's random streams from ``seed`` (the training loader does it
+        for every sample, so a sample's augmentation does not depend on workers or resumes)."""
         if self.augment is not None:
             self.augment.set_random_seed(seed)
 

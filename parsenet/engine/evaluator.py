@@ -1,13 +1,22 @@
-"""Whole-image inference over a split into one confusion matrix."""
+"""Whole-image inference over a split into one confusion matrix (shared between processes)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from parsenet.engine.distributed import DistContext, all_reduce_sum
 from parsenet.metrics import ConfusionMatrix
+
+
+def shard(dataset: Dataset, context: DistContext) -> Dataset:
+    """This process's share of an evaluation split: every ``world_size``-th image from its rank,
+    so each image is counted exactly once (no padding duplicates)."""
+    if not context.distributed:
+        return dataset
+    return Subset(dataset, range(context.rank, len(dataset), context.world_size))
 
 
 @torch.no_grad()
@@ -18,11 +27,14 @@ def evaluate(
     device: torch.device,
     ignore_index: int = 255,
     progress: bool = False,
+    context: DistContext | None = None,
 ) -> ConfusionMatrix:
     """Run the model on every image at its own size and count predictions against labels.
 
     The argmax is taken on ``device`` and only the confusion matrix is kept, so memory does not
-    grow with the split. The model is left in eval mode.
+    grow with the split. Under torchrun each process evaluates its :func:`shard` and the matrices
+    are summed, so every process returns the matrix of the whole split. The model is left in eval
+    mode.
     """
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index)
@@ -31,4 +43,6 @@ def evaluate(
         labels = batch["label"].to(device, non_blocking=True)
         prediction = model(images).argmax(dim=1)
         confusion.update(prediction, labels)
+    if context is not None and context.distributed:
+        confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)
     return confusion

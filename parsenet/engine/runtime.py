@@ -35,3 +35,29 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= count:
             raise ConfigError(f"device={name} but only {count} CUDA GPU(s) exist (cuda:0…)")
     return device
+
+
+def rng_state() -> dict:
+    """The state of every random generator a training step uses (Python, NumPy, torch CPU and
+    CUDA), as tensors and plain values that a ``weights_only`` checkpoint can hold."""
+    version, internal, gauss = random.getstate()
+    _, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore generators from :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,35 +1,44 @@
-"""The iteration-based training loop: poly learning-rate decay, evaluation, checkpoints."""
+"""The iteration-based training loop: poly learning-rate decay, evaluation, checkpoints, resume,
+signals, non-finite steps, mixed precision and DDP."""
 
 from __future__ import annotations
 
 import logging
+import resource
 import time
+import warnings
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from parsenet.data import build_dataset, dataset_info
-from parsenet.data.loader import infinite_batches, make_loader
+from parsenet.data.loader import collate_samples, make_loader, worker_init
 from parsenet.data.normalization import get_normalization
+from parsenet.data.sampling import ResumableSampler, SeededSamples
 from parsenet.data.transforms import eval_transform, train_transform
-from parsenet.engine.checkpoint import save_checkpoint
-from parsenet.engine.evaluator import evaluate
+from parsenet.engine.checkpoint import load_checkpoint, save_checkpoint
+from parsenet.engine.distributed import DistContext, any_process
+from parsenet.engine.evaluator import evaluate, shard
+from parsenet.engine.faults import NonFiniteGuard, StopRequest
 from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
-from parsenet.engine.runtime import resolve_device, seed_everything
-from parsenet.errors import ConfigError, DataError
+from parsenet.engine.precision import Precision
+from parsenet.engine.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from parsenet.engine.training_log import TrainingLog
+from parsenet.errors import CheckpointError, ConfigError, DataError
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm, initialise_backbone
 from parsenet.report import metrics_record, write_json
 from parsenet.visualize import comparison_panel, save_png
 
 log = logging.getLogger(__name__)
-
 
 LOSS_REDUCTIONS = ("mean", "sum")
 
@@ -44,19 +53,19 @@ def segmentation_loss(
     ``normalize: false``, the paper's setting, whose learning rate is ≈ N_labelled_pixels times
     smaller (1e-8 there ≈ 1.5e-3 to 1.9e-3 with ``mean`` on VOC images).
     """
-    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
     if reduction == "sum":
         return total / labels.shape[0]
     return total / (labels != ignore_index).sum().clamp(min=1)
 
 
-POSITIVE_SETTINGS = ("max_iters", "batch_size", "iter_size", "log_every")
-NON_NEGATIVE_SETTINGS = ("eval_every", "checkpoint_every", "num_overlays")
+POSITIVE_SETTINGS = ("max_iters", "batch_size", "iter_size", "log_every", "max_nonfinite")
+NON_NEGATIVE_SETTINGS = ("eval_every", "checkpoint_every", "num_overlays", "keep_snapshots")
 
 
 def check_settings(cfg: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` for ``train.*`` counts and ``data.num_workers`` that are not
-    whole numbers in range, before anything is built."""
+    whole numbers in range, and for unknown choices, before anything is built."""
     checks = [(f"train.{key}", cfg["train"][key], 1) for key in POSITIVE_SETTINGS]
     checks += [(f"train.{key}", cfg["train"][key], 0) for key in NON_NEGATIVE_SETTINGS]
     checks.append(("data.num_workers", cfg["data"]["num_workers"], 0))
@@ -67,26 +76,44 @@ def check_settings(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"train.loss={cfg['train']['loss']!r} is not one of {LOSS_REDUCTIONS}")
 
 
+def resume_path(resume: str | None, run_dir: Path) -> Path | None:
+    """The checkpoint ``train.resume`` names: ``auto`` is ``run_dir/checkpoints/last.pt`` when
+    it exists (a fresh start otherwise), a path is taken as it is, ``null`` is a fresh start."""
+    if resume in (None, "", "none"):
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    return Path(resume)
+
+
 class Trainer:
     """Trains one model as a resolved config describes and writes everything into ``run_dir``.
 
-    ``run_dir`` receives ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (by validation
-    mIoU), ``tensorboard/`` event files, ``metrics.json`` from the final evaluation and
-    ``overlays/`` (image | label | prediction) for a few validation images.
+    ``run_dir`` receives ``checkpoints/last.pt`` (every ``train.checkpoint_every`` iterations and
+    at exit), ``checkpoints/best.pt`` (by validation mIoU), the ``train.keep_snapshots`` most
+    recent ``checkpoints/iter_NNNNNN.pt``, ``tensorboard/`` and ``train_log.jsonl``,
+    ``metrics.json`` from the final evaluation and ``overlays/`` (image | label | prediction).
+    Under torchrun only rank 0 writes; evaluation is shared between the processes.
 
     Args:
         cfg: the resolved config as plain containers (keys ``model``, ``data``, ``train``,
-            ``seed``, ``device``), as composed from ``configs/train.yaml``.
+            ``optim``, ``seed``, ``device``), as composed from ``configs/train.yaml``.
         run_dir: output folder.
+        context: this process's place under torchrun (default: one process on ``cfg.device``).
     """
 
-    def __init__(self, cfg: dict[str, Any], run_dir: str | Path) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], run_dir: str | Path, context: DistContext | None = None
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.settings = cfg["train"]
         check_settings(cfg)
+        self.context = context or DistContext(device=resolve_device(cfg["device"]))
+        self.device = self.context.device
+        self.precision = Precision(self.settings["amp"], self.device)
         seed_everything(cfg["seed"])
-        self.device = resolve_device(cfg["device"])
         data_cfg, model_cfg = cfg["data"], cfg["model"]
         self.info = dataset_info(data_cfg["name"])
         self.model = build_model(model_cfg, self.info.num_classes)
@@ -95,32 +122,35 @@ class Trainer:
         )
         # The checkpoint records the resolved convention, so evaluation normalises the same way.
         model_cfg["input_norm"] = choose_input_norm(model_cfg.get("input_norm"), weights_convention)
-        self.model.to(self.device)
+        memory_format = (
+            torch.channels_last if self.settings["channels_last"] else torch.contiguous_format
+        )
+        self.memory_format = memory_format
+        self.model.to(self.device, memory_format=memory_format)
         normalization = get_normalization(model_cfg["input_norm"])
         augment = data_cfg["augment"]
-        train_set = build_dataset(
+        self.train_set = build_dataset(
             data_cfg,
             data_cfg["train_split"],
             train_transform(
-                normalization,
-                augment["crop_size"],
-                augment["scale_range"],
-                augment["flip"],
-                seed=cfg["seed"],
+                normalization, augment["crop_size"], augment["scale_range"], augment["flip"]
             ),
         )
-        if len(train_set) < self.settings["batch_size"]:
+        self.global_batch = self.settings["batch_size"] * self.context.world_size
+        if len(self.train_set) < self.global_batch:
+            processes = self.context.world_size
+            per = f" × {processes} processes" if processes > 1 else ""
             raise DataError(
-                f"the {data_cfg['train_split']} split has {len(train_set)} images, fewer than "
-                f"train.batch_size={self.settings['batch_size']}; lower the batch size"
+                f"the {data_cfg['train_split']} split has {len(self.train_set)} images, fewer "
+                f"than train.batch_size={self.settings['batch_size']}{per}; lower the batch size"
             )
         self.val_set = build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
-        pin = self.device.type == "cuda"
-        self.train_loader = make_loader(
-            train_set, self.settings["batch_size"], data_cfg["num_workers"], True, cfg["seed"], pin
-        )
         self.val_loader = make_loader(
-            self.val_set, 1, data_cfg["num_workers"], False, pin_memory=pin
+            shard(self.val_set, self.context),
+            1,
+            data_cfg["num_workers"],
+            shuffle=False,
+            pin_memory=self.device.type == "cuda",
         )
         self.optimizer = build_optimizer(
             cfg["optim"],
@@ -135,47 +165,185 @@ class Trainer:
         self.scheduler = poly_schedule(
             self.optimizer, self.settings["max_iters"], self.settings["poly_power"]
         )
+        self.guard = NonFiniteGuard(self.settings["max_nonfinite"])
         self.iteration = 0
         self.best_miou = float("-inf")
         self.step_lrs: dict[str, float] = {}  # learning rate of each group in the last step
-        self._writer: SummaryWriter | None = None
+        self.log = TrainingLog(self.run_dir, enabled=self.context.is_main)
+        self.resumed_from = resume_path(self.settings["resume"], self.run_dir)
+        if self.resumed_from is not None:
+            self.restore(self.resumed_from)
+        self.forward_model = self._wrap_model()
 
-    @property
-    def writer(self) -> SummaryWriter:
-        """TensorBoard writer, created at the first value logged (a run that fails on its first
-        batch leaves no event files)."""
-        if self._writer is None:
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-        return self._writer
+    def _wrap_model(self) -> torch.nn.Module:
+        """DDP across processes and ``torch.compile`` where asked; ``self.model`` stays the
+        plain module whose weights are saved."""
+        model: torch.nn.Module = self.model
+        if self.context.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=device_ids)
+        if self.settings["compile"]:
+            model = torch.compile(model)
+        return model
 
-    def train_step(self, batches: Iterator[dict]) -> float:
-        """One optimizer step over ``iter_size`` accumulated batches; returns the mean loss."""
-        self.model.train()
+    def train_loader(self) -> DataLoader:
+        """The endless training loader, positioned after the samples already consumed."""
+        consumed = self.iteration * self.settings["iter_size"] * self.settings["batch_size"]
+        sampler = ResumableSampler(
+            len(self.train_set),
+            self.global_batch,
+            seed=self.cfg["seed"],
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+            start=consumed,
+        )
+        workers = self.cfg["data"]["num_workers"]
+        return DataLoader(
+            SeededSamples(self.train_set),
+            batch_size=self.settings["batch_size"],
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=worker_init,
+            collate_fn=collate_samples,
+            # Its own generator: starting the loader never draws from the global torch RNG, which
+            # a resumed run restores from the checkpoint (dropout draws from it).
+            generator=torch.Generator().manual_seed(self.cfg["seed"]),
+        )
+
+    def state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds (see :meth:`restore`)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "nonfinite": self.guard.state_dict(),
+            "rng": rng_state(),
+            "samples_seen": self.iteration
+            * self.settings["iter_size"]
+            * self.settings["batch_size"],
+            "config": self.cfg,
+            "dataset": self.info.to_dict(),
+        }
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint: weights, optimiser, schedule, scaler, counters, RNG states;
+        the data order follows from the iteration."""
+        checkpoint = load_checkpoint(path)
+        if "optimizer" not in checkpoint or "rng" not in checkpoint:
+            raise CheckpointError(
+                f"checkpoint {path} holds weights only, not a training state to resume; use it "
+                "as model.backbone.pretrained or start a new run"
+            )
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model or optimiser ({first}); resume with "
+                "the settings it was trained with"
+            ) from None
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.precision.scaler.load_state_dict(checkpoint["scaler"])
+        self.guard.load_state_dict(checkpoint["nonfinite"])
+        self.iteration = checkpoint["iteration"]
+        self.best_miou = checkpoint["best_miou"]
+        set_rng_state(checkpoint["rng"])
+        log.info("resumed from %s at iteration %d", path, self.iteration)
+
+    def save(self, name: str) -> Path | None:
+        """Write ``checkpoints/<name>`` atomically (rank 0 only)."""
+        if not self.context.is_main:
+            return None
+        return save_checkpoint(self.run_dir / "checkpoints" / name, self.state())
+
+    def save_snapshot(self) -> None:
+        """Write ``checkpoints/iter_NNNNNN.pt`` and keep only the most recent ones."""
+        keep = self.settings["keep_snapshots"]
+        if not keep or not self.context.is_main:
+            return
+        self.save(f"iter_{self.iteration:06d}.pt")
+        snapshots = sorted((self.run_dir / "checkpoints").glob("iter_*.pt"))
+        for old in snapshots[:-keep]:
+            old.unlink()
+
+    def forward_loss(self, batch: dict) -> torch.Tensor:
+        """The loss of one batch under the configured precision."""
+        images = batch["image"].to(self.device, non_blocking=True)
+        images = images.contiguous(memory_format=self.memory_format)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        with self.precision.autocast():
+            logits = self.forward_model(images)
+        return segmentation_loss(logits, labels, self.info.ignore_index, self.settings["loss"])
+
+    def train_step(self, batches: Iterator[dict]) -> dict[str, float]:
+        """One optimizer step over ``iter_size`` accumulated batches.
+
+        A step whose loss or gradient norm is not finite is skipped (weights unchanged) and
+        counted. Returns the step's loss, gradient norm, data and step time.
+        """
+        started = time.perf_counter()
+        self.forward_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        iter_size = self.settings["iter_size"]
-        total = 0.0
-        for _ in range(iter_size):
+        iter_size, scaler = self.settings["iter_size"], self.precision.scaler
+        total, data_seconds = 0.0, 0.0
+        for micro in range(iter_size):
+            fetched = time.perf_counter()
             batch = next(batches)
-            images = batch["image"].to(self.device, non_blocking=True)
-            labels = batch["label"].to(self.device, non_blocking=True)
-            logits = self.model(images)
-            loss = segmentation_loss(logits, labels, self.info.ignore_index, self.settings["loss"])
-            loss = loss / iter_size
-            loss.backward()
+            data_seconds += time.perf_counter() - fetched
+            sync = micro == iter_size - 1 or not self.context.distributed
+            with nullcontext() if sync else self.forward_model.no_sync():
+                loss = self.forward_loss(batch) / iter_size
+                scaler.scale(loss).backward()
             total += loss.item()
         self.step_lrs = {group["name"]: group["lr"] for group in self.optimizer.param_groups}
-        self.optimizer.step()
-        self.scheduler.step()
+        scaler.unscale_(self.optimizer)
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, float("inf")).item()
+        # With fp16 an overflowing gradient is the scaler's business: it skips that step itself.
+        checked_norm = 0.0 if scaler.is_enabled() else grad_norm
+        if self.guard.check(total, checked_norm, self.iteration + 1):
+            scaler.step(self.optimizer)
+        else:
+            log.warning(
+                "iter %d: non-finite loss %s or gradient norm %s, step skipped (%d so far)",
+                self.iteration + 1,
+                total,
+                grad_norm,
+                self.guard.total,
+            )
+        scaler.update()
+        with warnings.catch_warnings():  # a skipped step is not the ordering mistake it warns of
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
         self.iteration += 1
-        return total
+        return {
+            "loss": total,
+            "grad_norm": grad_norm,
+            "data_seconds": data_seconds,
+            "step_seconds": time.perf_counter() - started,
+        }
 
     def validate(self) -> dict[str, Any]:
-        """Evaluate on the validation split, log to TensorBoard, keep ``best.pt`` up to date."""
-        scores = evaluate(
-            self.model, self.val_loader, self.info.num_classes, self.device, self.info.ignore_index
-        ).compute(self.info.class_names)
-        for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU"):
-            self.writer.add_scalar(f"val/{key}", scores[key], self.iteration)
+        """Evaluate on the validation split (shared between processes), log, keep ``best.pt``."""
+        confusion = evaluate(
+            self.model,
+            self.val_loader,
+            self.info.num_classes,
+            self.device,
+            self.info.ignore_index,
+            context=self.context,
+        )
+        scores = confusion.compute(self.info.class_names)
+        self.log.scalars(
+            self.iteration,
+            {f"val/{key}": scores[key] for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU")},
+            kind="val",
+        )
         log.info(
             "iter %d: val mIoU %.4f, pixel acc %.4f",
             self.iteration,
@@ -187,24 +355,10 @@ class Trainer:
             self.save("best.pt")
         return scores
 
-    def save(self, name: str) -> Path:
-        """Write a checkpoint: weights, config and label space (all evaluation needs), plus the
-        optimiser and schedule state and the iteration."""
-        return save_checkpoint(
-            self.run_dir / "checkpoints" / name,
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "iteration": self.iteration,
-                "best_miou": self.best_miou,
-                "config": self.cfg,
-                "dataset": self.info.to_dict(),
-            },
-        )
-
     def save_overlays(self, count: int) -> None:
         """Write image | label | prediction panels for the first ``count`` validation images."""
+        if not self.context.is_main:
+            return
         self.model.eval()
         for index in range(min(count, len(self.val_set))):
             image, label = self.val_set.load_pair(index)
@@ -218,36 +372,47 @@ class Trainer:
             save_png(panel, self.run_dir / "overlays" / f"{self.val_set.sample_name(index)}.png")
 
     def run(self) -> dict[str, Any]:
-        """Train for ``train.max_iters`` iterations, evaluate, and return the final metrics."""
+        """Train up to ``train.max_iters`` iterations, evaluate, and return the final metrics.
+
+        On SIGINT/SIGTERM the current step is finished, ``last.pt`` saved and the returned
+        record has ``stopped`` set to the signal's name (no final evaluation).
+        """
         max_iters, eval_every = self.settings["max_iters"], self.settings["eval_every"]
         checkpoint_every, log_every = self.settings["checkpoint_every"], self.settings["log_every"]
-        batches = infinite_batches(self.train_loader)
-        images_per_step = self.settings["batch_size"] * self.settings["iter_size"]
-        progress = tqdm(total=max_iters, initial=self.iteration, desc="train", disable=None)
-        with logging_redirect_tqdm():
-            step_seconds, steps = 0.0, 0  # training time since the last log line
+        if self.iteration == 0:
+            self.log.config(self.cfg)
+        batches = iter(self.train_loader())
+        progress = tqdm(
+            total=max_iters,
+            initial=self.iteration,
+            desc="train",
+            disable=None if self.context.is_main else True,
+        )
+        window: list[dict[str, float]] = []  # steps since the last log line
+        with logging_redirect_tqdm(), StopRequest() as stop:
             while self.iteration < max_iters:
-                started = time.perf_counter()
-                loss = self.train_step(batches)
-                step_seconds += time.perf_counter() - started
-                steps += 1
+                step = self.train_step(batches)
+                window.append(step)
                 progress.update(1)
-                progress.set_postfix(loss=f"{loss:.3f}")
+                progress.set_postfix(loss=f"{step['loss']:.3f}")
                 if self.iteration % log_every == 0 or self.iteration == max_iters:
-                    eta = (max_iters - self.iteration) * step_seconds / steps
-                    self.log_training(loss, images_per_step * steps / step_seconds, eta)
-                    step_seconds, steps = 0.0, 0
+                    self.log_training(window)
+                    window = []
+                if any_process(stop.requested, self.context):
+                    return self.stopped(stop.signal_name or "a stop signal in another process")
                 if self.iteration == max_iters:
                     break
                 if eval_every and self.iteration % eval_every == 0:
                     self.validate()
                 if checkpoint_every and self.iteration % checkpoint_every == 0:
                     self.save("last.pt")
+                    self.save_snapshot()
             progress.close()
             scores = self.validate()
-        last = self.save("last.pt")
+        last = self.save("last.pt") or self.run_dir / "checkpoints" / "last.pt"
+        self.save_snapshot()
         self.save_overlays(self.settings["num_overlays"])
-        self.writer.close()
+        self.log.close()
         record = metrics_record(
             scores,
             num_images=len(self.val_set),
@@ -256,21 +421,57 @@ class Trainer:
             dataset=self.info.name,
             split=self.cfg["data"]["val_split"],
         )
-        write_json(self.run_dir / "metrics.json", record)
+        if self.context.is_main:
+            write_json(self.run_dir / "metrics.json", record)
         return record
 
-    def log_training(self, loss: float, images_per_second: float, eta_seconds: float) -> None:
-        """Scalars for TensorBoard and one console line (with the learning rates of the step)."""
-        self.writer.add_scalar("train/loss", loss, self.iteration)
-        self.writer.add_scalar("train/images_per_s", images_per_second, self.iteration)
-        for name, lr in self.step_lrs.items():
-            self.writer.add_scalar(f"lr/{name}", lr, self.iteration)
+    def stopped(self, signal_name: str) -> dict[str, Any]:
+        """Save ``last.pt`` after a stop signal and say how to continue."""
+        path = self.save("last.pt")
+        self.log.close()
+        log.warning(
+            "stopped by %s at iteration %d/%d; saved %s; resume with train.resume=auto "
+            "hydra.run.dir=%s",
+            signal_name,
+            self.iteration,
+            self.settings["max_iters"],
+            path,
+            self.run_dir,
+        )
+        return {"stopped": signal_name, "iteration": self.iteration, "checkpoint": str(path)}
+
+    def log_training(self, window: list[dict[str, float]]) -> None:
+        """Scalars for TensorBoard and the JSON-lines log, and one console line."""
+        steps = len(window)
+        step_seconds = sum(s["step_seconds"] for s in window)
+        images_per_second = (
+            self.global_batch * self.settings["iter_size"] * steps / max(step_seconds, 1e-9)
+        )
+        values = {
+            "train/loss": window[-1]["loss"],
+            "train/grad_norm": window[-1]["grad_norm"],
+            "train/step_seconds": step_seconds / steps,
+            "train/data_seconds": sum(s["data_seconds"] for s in window) / steps,
+            "train/images_per_s": images_per_second,
+            "train/nonfinite_steps": self.guard.total,
+            "memory/peak_mb": peak_memory_mb(self.device),
+        }
+        values.update({f"lr/{name}": lr for name, lr in self.step_lrs.items()})
+        self.log.scalars(self.iteration, values)
+        eta = (self.settings["max_iters"] - self.iteration) * step_seconds / steps
         log.info(
             "iter %d/%d: loss %.4f, base lr %.3g, %.1f img/s, ETA %s",
             self.iteration,
             self.settings["max_iters"],
-            loss,
+            window[-1]["loss"],
             self.step_lrs.get("base_weight", next(iter(self.step_lrs.values()))),
             images_per_second,
-            time.strftime("%H:%M:%S", time.gmtime(eta_seconds)),
+            time.strftime("%H:%M:%S", time.gmtime(eta)),
         )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated on ``device``, or this process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,61 @@
+"""Where training numbers go: TensorBoard scalars and a JSON-lines log, from rank 0 only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+class TrainingLog:
+    """TensorBoard event files in ``run_dir/tensorboard`` and one JSON object per line in
+    ``run_dir/train_log.jsonl``. Both are opened at the first record, so a run that fails before
+    logging anything leaves neither behind; in processes other than rank 0 nothing is written.
+
+    Args:
+        run_dir: the run folder.
+        enabled: False in processes other than rank 0.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self._writer: SummaryWriter | None = None
+        self._lines = None
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The TensorBoard writer (created on first use)."""
+        if self._writer is None:
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self._lines = open(self.run_dir / "train_log.jsonl", "a")  # noqa: SIM115
+        return self._writer
+
+    def config(self, cfg: dict[str, Any]) -> None:
+        """Record the resolved config once: as text in TensorBoard and the log's first line."""
+        if not self.enabled:
+            return
+        self.writer.add_text("config", "```\n" + json.dumps(cfg, indent=2) + "\n```")
+        self._write_line({"config": cfg})
+
+    def scalars(self, iteration: int, values: dict[str, float], kind: str = "train") -> None:
+        """Add ``values`` (names like ``train/loss``) at ``iteration`` to both logs."""
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, iteration)
+        self._write_line({"kind": kind, "iteration": iteration, **values})
+
+    def _write_line(self, record: dict[str, Any]) -> None:
+        self.writer  # noqa: B018 — opens both files
+        self._lines.write(json.dumps(record) + "\n")
+        self._lines.flush()
+
+    def close(self) -> None:
+        """Flush and close both files (a later record opens them again)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._lines.close()
+            self._writer = self._lines = None

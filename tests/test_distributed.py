@@ -1,0 +1,86 @@
+"""Training under torchrun: 2 gloo processes on the CPU."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from conftest import REPO, TINY_MODEL, TINY_SYNTHETIC, run_cli
+
+from parsenet.engine.checkpoint import load_checkpoint
+
+DETERMINISTIC = [
+    *TINY_MODEL,
+    *TINY_SYNTHETIC,
+    "optim=adamw",
+    "train.loss=sum",  # per-process sums average to the global batch's sum exactly
+    "model.backbone.dropout=0",
+    "model.head.context_dropout=0",
+    "train.num_overlays=0",
+    "train.eval_every=2",
+    "train.max_iters=4",
+    "train.checkpoint_every=2",
+    "train.keep_snapshots=5",
+]
+
+
+def torchrun(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "parsenet.cli.train",
+        *overrides,
+    ]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def final_weights(run: Path) -> dict:
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path):
+    data = f"data.root={tmp_path / 'synthetic'}"
+    one = tmp_path / "one"
+    run_cli(
+        "parsenet-train", *DETERMINISTIC, data, "train.batch_size=2", f"hydra.run.dir={one}",
+        check=True,
+    )  # fmt: skip
+    two = tmp_path / "two"
+    torchrun(*DETERMINISTIC, data, "train.batch_size=1", f"hydra.run.dir={two}")
+    single, distributed = final_weights(one), final_weights(two)
+    moved = load_checkpoint(one / "checkpoints" / "iter_000002.pt")["model"]
+    assert any(not torch.equal(moved[k], single[k]) for k in single)
+    for key in single:
+        torch.testing.assert_close(distributed[key], single[key], rtol=1e-4, atol=1e-5)
+    assert (two / "metrics.json").is_file() and not list(two.glob("*rank*"))
+
+    resumed = tmp_path / "resumed"
+    torchrun(
+        *DETERMINISTIC,
+        data,
+        "train.batch_size=1",
+        f"train.resume={two / 'checkpoints' / 'iter_000002.pt'}",
+        f"hydra.run.dir={resumed}",
+    )
+    for key, value in final_weights(resumed).items():
+        assert torch.equal(value, distributed[key]), key
+
+
+def test_all_processes_share_rank_zeros_run_folder(tmp_path: Path):
+    torchrun(
+        *DETERMINISTIC,
+        f"data.root={tmp_path / 'synthetic'}",
+        "train.batch_size=1",
+        "train.max_iters=2",
+        cwd=tmp_path,
+    )
+    runs = list((tmp_path / "runs" / "train").glob("*/*"))
+    assert len(runs) == 1, runs
+    assert (runs[0] / "metrics.json").is_file() and (runs[0] / "checkpoints" / "last.pt").is_file()
+    assert (runs[0] / "train.log").read_text().count("val mIoU") == 1  # rank 0 only
