@@ -72,6 +72,15 @@ def broadcast_object(value: Any, context: DistContext) -> Any:
     return box[0]
 
 
+def gather_objects(value: Any, context: DistContext) -> list[Any]:
+    """Every process's ``value``, in rank order, in every process."""
+    if not context.distributed:
+        return [value]
+    values: list[Any] = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
 def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
     """Sum ``tensor`` over all processes, in place, and return it."""
     if context.distributed:

@@ -25,7 +25,7 @@ from parsenet.data.normalization import get_normalization
 from parsenet.data.sampling import ResumableSampler, SeededSamples
 from parsenet.data.transforms import eval_transform, train_transform
 from parsenet.engine.checkpoint import load_checkpoint, save_checkpoint
-from parsenet.engine.distributed import DistContext, any_process
+from parsenet.engine.distributed import DistContext, any_process, gather_objects
 from parsenet.engine.evaluator import evaluate, shard
 from parsenet.engine.faults import NonFiniteGuard, StopRequest
 from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
@@ -221,7 +221,7 @@ class Trainer:
             "iteration": self.iteration,
             "best_miou": self.best_miou,
             "nonfinite": self.guard.state_dict(),
-            "rng": rng_state(),
+            "rng": gather_objects(rng_state(), self.context),  # one per process
             "samples_seen": self.iteration
             * self.settings["iter_size"]
             * self.settings["batch_size"],
@@ -252,21 +252,31 @@ class Trainer:
         self.guard.load_state_dict(checkpoint["nonfinite"])
         self.iteration = checkpoint["iteration"]
         self.best_miou = checkpoint["best_miou"]
-        set_rng_state(checkpoint["rng"])
+        states = checkpoint["rng"]
+        if len(states) != self.context.world_size:
+            log.warning(
+                "%s was written by %d process(es), this run has %d: random streams (dropout) "
+                "start from process 0's, so the continuation is not bit-exact",
+                path,
+                len(states),
+                self.context.world_size,
+            )
+        set_rng_state(states[self.context.rank % len(states)])
         log.info("resumed from %s at iteration %d", path, self.iteration)
 
     def save(self, name: str) -> Path | None:
-        """Write ``checkpoints/<name>`` atomically (rank 0 only)."""
+        """Write ``checkpoints/<name>`` atomically. Every process calls it (the random states of
+        all are gathered); only rank 0 writes."""
+        state = self.state()
         if not self.context.is_main:
             return None
-        return save_checkpoint(self.run_dir / "checkpoints" / name, self.state())
+        return save_checkpoint(self.run_dir / "checkpoints" / name, state)
 
     def save_snapshot(self) -> None:
         """Write ``checkpoints/iter_NNNNNN.pt`` and keep only the most recent ones."""
         keep = self.settings["keep_snapshots"]
-        if not keep or not self.context.is_main:
+        if not keep or self.save(f"iter_{self.iteration:06d}.pt") is None:
             return
-        self.save(f"iter_{self.iteration:06d}.pt")
         snapshots = sorted((self.run_dir / "checkpoints").glob("iter_*.pt"))
         for old in snapshots[:-keep]:
             old.unlink()
