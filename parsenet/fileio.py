@@ -23,3 +23,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete temporary files that :func:`atomic_write` left in ``folder`` when its process was
+    killed mid-write (they are never the file a reader opens). Returns what was removed."""
+    stale = sorted(Path(folder).glob(".*.tmp-*")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -19,6 +19,7 @@ from parsenet.engine.distributed import DistContext
 from parsenet.engine.evaluator import shard
 from parsenet.engine.faults import TrainingDiverged
 from parsenet.engine.trainer import Trainer
+from parsenet.fileio import remove_stale_temporaries
 
 
 def weights(path: Path) -> dict:
@@ -211,6 +212,9 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path: Path):
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         assert load_checkpoint(path)["iteration"] >= 3
+    left = remove_stale_temporaries(tmp_path)  # what the trainer does at start
+    assert all(p.name.startswith(".last.pt.tmp-") for p in left)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 def test_corrupt_checkpoint_to_resume_is_one_line_and_nothing_is_overwritten(tmp_path: Path):
@@ -224,3 +228,12 @@ def test_corrupt_checkpoint_to_resume_is_one_line_and_nothing_is_overwritten(tmp
     assert_one_line_error(result, f"checkpoint {damaged} cannot be read")
     assert damaged.read_bytes() == b"PK\x03\x04 truncated"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]
+
+
+@pytest.mark.slow
+def test_compiled_model_trains(tmp_path: Path):
+    record = Trainer(compose_train(tmp_path, "train.compile=true"), tmp_path / "run").run()
+    assert 0 <= record["mIoU"] <= 1
+    assert not any(
+        k.startswith("_orig_mod") for k in weights(tmp_path / "run" / "checkpoints" / "last.pt")
+    )

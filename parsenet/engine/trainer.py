@@ -33,6 +33,7 @@ from parsenet.engine.precision import Precision
 from parsenet.engine.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from parsenet.engine.training_log import TrainingLog
 from parsenet.errors import CheckpointError, ConfigError, DataError
+from parsenet.fileio import remove_stale_temporaries
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm, initialise_backbone
 from parsenet.report import metrics_record, write_json
@@ -170,6 +171,8 @@ class Trainer:
         self.best_miou = float("-inf")
         self.step_lrs: dict[str, float] = {}  # learning rate of each group in the last step
         self.log = TrainingLog(self.run_dir, enabled=self.context.is_main)
+        if self.context.is_main:
+            remove_stale_temporaries(self.run_dir / "checkpoints")  # from a kill mid-save
         self.resumed_from = resume_path(self.settings["resume"], self.run_dir)
         if self.resumed_from is not None:
             self.restore(self.resumed_from)
