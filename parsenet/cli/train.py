@@ -46,7 +46,8 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     if not context.is_main:
         return
     if "stopped" in record:
-        overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith("hydra.run.dir="))
+        replaced = ("hydra.run.dir=", "train.resume=")
+        overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith(replaced))
         print(
             f"stopped by {record['stopped']} at iteration {record['iteration']}; "
             f"{record['checkpoint']} holds the state. Resume with:\n"
