@@ -6,7 +6,8 @@ the real CLI (``parsenet-train experiment=ROW OVERRIDES``) in ``OUT/ROW/``; then
 and ``OUT/table.csv`` get mIoU, pixel accuracy, mean accuracy and fwIoU per row.
 
 Rerunning the same command resumes: rows whose ``metrics.json`` exists are kept, a row that was
-interrupted is trained again. Overrides apply to every row, so a table can be run in miniature:
+interrupted continues from its ``last.pt`` (``train.resume=auto``). Overrides apply to every
+row, so a table can be run in miniature:
 
     python scripts/ablate.py voc12                                     # the paper's setting
     python scripts/ablate.py voc12 --out runs/ablate/camvid-mini data=camvid recipe=cpu_miniature
@@ -68,16 +69,22 @@ def run_row(experiment: str, overrides: list[str], run_dir: Path) -> None:
     if metrics.is_file():
         print(f"=== {experiment}: done before, keeping {metrics}", flush=True)
         return
-    if run_dir.exists():
+    resume = []
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        print(f"=== {experiment}: unfinished run in {run_dir}, resuming it", flush=True)
+        resume = ["train.resume=auto"]
+    elif run_dir.exists():
         print(f"=== {experiment}: unfinished run in {run_dir}, training it again", flush=True)
         shutil.rmtree(run_dir)
-    print(f"=== {experiment}: training", flush=True)
+    else:
+        print(f"=== {experiment}: training", flush=True)
     command = [
         sys.executable,
         "-m",
         "parsenet.cli.train",
         f"experiment={experiment}",
         *overrides,
+        *resume,
         f"hydra.run.dir={run_dir}",
     ]
     status = subprocess.run(command, cwd=REPO).returncode

@@ -3,6 +3,7 @@ the Caffe recipe; the ablation runner end to end (in miniature)."""
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,14 +115,21 @@ def test_ablation_runner_writes_the_table_and_resumes(tmp_path: Path):
     markdown = (out / "table.md").read_text()
     assert "| ParseNet, late fusion (as released) |" in markdown and "data=synthetic" in markdown
 
-    # Interrupted row: its folder exists without metrics.json; only that row is trained again.
+    # Interrupted rows: one has a checkpoint and continues from it, one has none and starts over.
     (out / "parsenet-baseline_vgg16-os8_voc12aug" / "metrics.json").unlink()
     kept = (out / "parsenet_vgg16-os8_voc12aug" / "metrics.json").stat().st_mtime_ns
     result = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "parsenet_vgg16-os8_voc12aug: done before" in result.stdout
     assert "parsenet-baseline_vgg16-os8_voc12aug: unfinished run" in result.stdout
+    assert "resuming it" in result.stdout
     assert (out / "parsenet_vgg16-os8_voc12aug" / "metrics.json").stat().st_mtime_ns == kept
+    baseline = out / "parsenet-baseline_vgg16-os8_voc12aug"
+    shutil.rmtree(baseline / "checkpoints")
+    (baseline / "metrics.json").unlink()
+    result = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides)
+    assert result.returncode == 0 and "training it again" in result.stdout
+    assert (baseline / "metrics.json").is_file()
 
     report = tmp_path / "norms.md"
     checkpoint = out / "parsenet_vgg16-os8_voc12aug" / "checkpoints" / "last.pt"
