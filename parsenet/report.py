@@ -51,6 +51,18 @@ def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence
     return "\n".join(lines)
 
 
+def class_table(scores: Mapping[str, Any], class_names: Sequence[str]) -> str:
+    """IoU and accuracy (in %) of every class, then the summary scores, for one result."""
+    width = max(len(name) for name in [*class_names, "class", "pixel acc"])
+    lines = [f"{'class'.ljust(width)}     IoU     acc", "-" * (width + 16)]
+    for name in class_names:
+        iou, accuracy = scores["per_class_iou"].get(name), scores["per_class_acc"].get(name)
+        lines.append(f"{name.ljust(width)}  {_percent(iou)}  {_percent(accuracy)}")
+    lines.append("-" * (width + 16))
+    lines += [f"{label.ljust(width)}  {_percent(scores[key])}" for key, label in SUMMARY_KEYS]
+    return "\n".join(lines)
+
+
 def write_json(path: str | Path, values: Mapping[str, Any]) -> Path:
     """Write JSON through a temporary file and a rename (never half-written)."""
     text = json.dumps(values, indent=2) + "\n"
@@ -65,8 +77,12 @@ def metrics_record(
     checkpoint: str,
     dataset: str,
     split: str,
+    inference: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``metrics.json``: scores (fractions in [0, 1]) and what they were measured on.
+
+    ``mode`` names the inference mode (``whole``, ``slide``, ``msflip``, or ``predictions`` for
+    a folder of saved predictions); ``inference`` holds its settings.
 
     ``per_class_iou`` maps class name → IoU, or ``null`` for a class absent from both labels
     and predictions (left out of the means).
@@ -75,6 +91,7 @@ def metrics_record(
         **scores,
         "num_images": num_images,
         "mode": mode,
+        "inference": dict(inference or {"mode": mode}),
         "checkpoint": checkpoint,
         "dataset": dataset,
         "split": split,

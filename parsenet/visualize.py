@@ -53,3 +53,40 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+def confusion_image(matrix: np.ndarray, class_names: Sequence[str], cell: int = 28) -> np.ndarray:
+    """The confusion matrix drawn row-normalised (each label's pixels sum to 100 %): white to dark
+    blue cells with their percentage, label names down the left, prediction names along the top.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    counts = np.asarray(matrix, dtype=np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    font = ImageFont.load_default(size=max(8, cell // 2 - 2))
+    margin = max(int(font.getlength(name)) for name in class_names) + 12
+    size = len(class_names) * cell
+    canvas = Image.new("RGB", (margin + size + 4, margin + size + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.multiline_text(
+        (4, 4), "rows: label\ncolumns:\nprediction\n(% of row)", fill="gray", font=font
+    )
+    for row, name in enumerate(class_names):
+        y = margin + row * cell
+        draw.text((margin - 6, y + cell / 2), name, fill="black", font=font, anchor="rm")
+        column_label = Image.new("RGB", (margin, cell), "white")
+        ImageDraw.Draw(column_label).text((6, cell / 2), name, fill="black", font=font, anchor="lm")
+        canvas.paste(column_label.rotate(90, expand=True), (margin + row * cell, 0))
+        for column in range(len(class_names)):
+            value = share[row, column]
+            shade = tuple(int(255 - value * (255 - c)) for c in (8, 48, 107))
+            x = margin + column * cell
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=shade, outline=(230, 230, 230))
+            if value >= 0.005:
+                text = "white" if value > 0.5 else "black"
+                draw.text(
+                    (x + cell / 2, y + cell / 2), f"{100 * value:.0f}", fill=text, font=font,
+                    anchor="mm",
+                )  # fmt: skip
+    return np.asarray(canvas)

@@ -76,19 +76,25 @@ class SegmentationDataset(Dataset):
         """The sample's id (its image file name without extension)."""
         return self.pairs[index][0].stem
 
+    def load_label(self, index: int) -> np.ndarray:
+        """Decode and check one label: values in the classes or the ignore index."""
+        label_path = self.pairs[index][1]
+        label = read_label(label_path)
+        if self.label_map is not None:
+            label = self.label_map[label]
+        check_label_values(label, self.info, label_path)
+        return label
+
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: RGB image and label with values in the classes or ignore."""
         image_path, label_path = self.pairs[index]
         image = read_image(image_path)
-        label = read_label(label_path)
+        label = self.load_label(index)
         if image.shape[:2] != label.shape:
             raise DataError(
                 f"image {image_path} is {image.shape[1]}×{image.shape[0]} but its label "
                 f"{label_path} is {label.shape[1]}×{label.shape[0]}; they must match"
             )
-        if self.label_map is not None:
-            label = self.label_map[label]
-        check_label_values(label, self.info, label_path)
         return image, label
 
     def __getitem__(self, index: int) -> dict:

@@ -8,7 +8,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from parsenet.engine.distributed import DistContext, all_reduce_sum
+from parsenet.engine.inference import InferenceMode
 from parsenet.metrics import ConfusionMatrix
+
+WHOLE = InferenceMode("whole")
 
 
 def shard(dataset: Dataset, context: DistContext) -> Dataset:
@@ -28,8 +31,12 @@ def evaluate(
     ignore_index: int = 255,
     progress: bool = False,
     context: DistContext | None = None,
+    mode: InferenceMode | None = None,
 ) -> ConfusionMatrix:
     """Run the model on every image at its own size and count predictions against labels.
+
+    ``mode`` chooses whole-image (default), sliding-window or multi-scale + flip inference; the
+    prediction always has the label's size.
 
     The argmax is taken on ``device`` and only the confusion matrix is kept, so memory does not
     grow with the split. Under torchrun each process evaluates its :func:`shard` and the matrices
@@ -41,7 +48,7 @@ def evaluate(
     for batch in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
-        prediction = model(images).argmax(dim=1)
+        prediction = (mode or WHOLE).scores(model, images).argmax(dim=1)
         confusion.update(prediction, labels)
     if context is not None and context.distributed:
         confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)

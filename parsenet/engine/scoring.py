@@ -1,0 +1,53 @@
+"""Scoring prediction PNGs made elsewhere against a dataset split, the VOC devkit's way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from parsenet.data.base import SegmentationDataset, read_label
+from parsenet.engine.distributed import DistContext, all_reduce_sum
+from parsenet.errors import DataError
+from parsenet.metrics import ConfusionMatrix
+
+
+def score_prediction_folder(
+    dataset: SegmentationDataset,
+    folder: str | Path,
+    indices: range | None = None,
+    context: DistContext | None = None,
+    progress: bool = False,
+) -> ConfusionMatrix:
+    """Count ``folder/<id>.png`` (class indices, palette or greyscale PNG) against the labels.
+
+    Every image of the split must have its prediction, of the label's size, with values among
+    the classes; anything else is a :class:`DataError` naming the file. Under torchrun each
+    process scores ``indices`` (its share) and the matrices are summed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"predictions={folder} is not a folder of <id>.png prediction files")
+    info = dataset.info
+    confusion = ConfusionMatrix(info.num_classes, info.ignore_index)
+    for index in tqdm(indices or range(len(dataset)), desc="score", disable=not progress or None):
+        path = folder / f"{dataset.sample_name(index)}.png"
+        if not path.is_file():
+            raise DataError(f"prediction {path} is missing (one <id>.png per image of the split)")
+        prediction = read_label(path)
+        label = dataset.load_label(index)
+        if prediction.shape != label.shape:
+            raise DataError(
+                f"prediction {path} is {prediction.shape[1]}×{prediction.shape[0]} but the label "
+                f"is {label.shape[1]}×{label.shape[0]}; predict at the label's size"
+            )
+        if int(prediction.max()) >= info.num_classes:
+            raise DataError(
+                f"prediction {path} holds class {int(prediction.max())}, outside the "
+                f"{info.num_classes} classes of {info.name}"
+            )
+        confusion.update(torch.from_numpy(prediction.astype("int64")), torch.from_numpy(label))
+    if context is not None and context.distributed:
+        confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)
+    return confusion
