@@ -111,7 +111,7 @@ def test_eval_with_damaged_or_missing_checkpoint(trained_run: Path, tmp_path: Pa
     result = run_cli("parsenet-eval", f"checkpoint={damaged}", f"hydra.run.dir={tmp_path / 'o'}")
     assert_one_line_error(result, "damaged.pt cannot be read")
     result = run_cli("parsenet-eval", f"hydra.run.dir={tmp_path / 'o'}")
-    assert_one_line_error(result, "missing value for 'checkpoint'", "checkpoint=")
+    assert_one_line_error(result, "pass checkpoint=PATH, or predictions=DIR")
 
 
 def test_unknown_config_key_and_option(tmp_path: Path):

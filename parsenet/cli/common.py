@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import shutil
 import sys
@@ -21,6 +22,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from parsenet.engine.distributed import DistContext, broadcast_object
 from parsenet.errors import ParsenetError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -104,6 +106,22 @@ def remove_if_only_hydra_files(run_dir: Path) -> None:
     hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
     if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= hydra_files:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def share_run_dir(run_dir: Path, context: DistContext) -> Path:
+    """Rank 0's run folder in every process; the folder Hydra made for another rank (its config
+    files only) is removed, and only rank 0 keeps logging to a file and below warnings."""
+    shared = Path(broadcast_object(str(run_dir), context))
+    if not context.is_main:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler):
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(logging.WARNING)
+        if shared != run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return shared
 
 
 def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:

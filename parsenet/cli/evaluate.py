@@ -1,20 +1,32 @@
-"""``parsenet-eval checkpoint=PATH``: score a checkpoint on a split and write ``metrics.json``."""
+"""``parsenet-eval``: score a checkpoint (or a folder of predictions) on a split.
+
+Writes ``metrics.json``, ``confusion.npy`` and ``confusion.png`` into the run folder and prints
+the per-class table. Under ``torchrun`` the images are split between the processes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from parsenet.cli.common import hydra_command
+import numpy as np
+
+from parsenet.cli.common import hydra_command, share_run_dir
 from parsenet.data import build_dataset, dataset_info
 from parsenet.data.loader import make_loader
 from parsenet.data.normalization import get_normalization
 from parsenet.data.transforms import eval_transform
 from parsenet.engine.checkpoint import load_checkpoint, restore_model
-from parsenet.engine.evaluator import evaluate
-from parsenet.engine.runtime import resolve_device
+from parsenet.engine.distributed import DistContext, init_distributed, shutdown
+from parsenet.engine.evaluator import evaluate, shard
+from parsenet.engine.inference import InferenceMode
+from parsenet.engine.scoring import score_prediction_folder
+from parsenet.errors import ConfigError
+from parsenet.fileio import atomic_write
+from parsenet.metrics import ConfusionMatrix
 from parsenet.models.pretrained import choose_input_norm
-from parsenet.report import metrics_record, scores_table, write_json
+from parsenet.report import class_table, metrics_record, write_json
+from parsenet.visualize import confusion_image, save_png
 
 
 def with_overrides(chosen: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
@@ -35,38 +47,101 @@ def _lay_over(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-@hydra_command("eval")
-def main(cfg: dict[str, Any], run_dir: Path) -> None:
-    """Evaluate a checkpoint (whole-image inference) and print the per-class table."""
+def evaluate_checkpoint(
+    cfg: dict[str, Any], context: DistContext
+) -> tuple[ConfusionMatrix, dict[str, Any], dict[str, Any]]:
+    """Run the checkpoint's model over the split; returns the confusion matrix, the data config
+    and what to record about the run."""
     path = Path(cfg["checkpoint"])
     checkpoint = load_checkpoint(path)
     data_cfg = with_overrides(cfg["data"], checkpoint["config"]["data"])
     model_cfg = with_overrides(cfg["model"], checkpoint["config"]["model"])
     info = dataset_info(data_cfg["name"])
-    device = resolve_device(cfg["device"])
-    model = restore_model(checkpoint, path, model_cfg, info.num_classes).to(device)
+    mode = InferenceMode.from_config(cfg)
+    model = restore_model(checkpoint, path, model_cfg, info.num_classes).to(context.device)
     split = cfg["split"] or data_cfg["val_split"]
     trained_norm = checkpoint["config"]["model"]["input_norm"]
     input_norm = choose_input_norm(model_cfg.get("input_norm"), trained_norm)
     dataset = build_dataset(data_cfg, split, eval_transform(get_normalization(input_norm)))
     loader = make_loader(
-        dataset, 1, data_cfg["num_workers"], shuffle=False, pin_memory=device.type == "cuda"
+        shard(dataset, context),
+        1,
+        data_cfg["num_workers"],
+        shuffle=False,
+        pin_memory=context.device.type == "cuda",
     )
-    scores = evaluate(
-        model, loader, info.num_classes, device, info.ignore_index, progress=True
-    ).compute(info.class_names)
+    confusion = evaluate(
+        model,
+        loader,
+        info.num_classes,
+        context.device,
+        info.ignore_index,
+        progress=context.is_main,
+        context=context,
+        mode=mode,
+    )
+    about = {"source": str(path), "name": model_cfg["name"], "split": split, "count": len(dataset)}
+    return confusion, data_cfg, {**about, "inference": mode.describe()}
+
+
+def score_predictions(
+    cfg: dict[str, Any], context: DistContext
+) -> tuple[ConfusionMatrix, dict[str, Any], dict[str, Any]]:
+    """Score ``predictions/<id>.png`` against the chosen data's split."""
+    data_cfg = cfg["data"]
+    if data_cfg.get("name") is None:
+        raise ConfigError("predictions=DIR needs the data to score against: add data=NAME")
+    split = cfg["split"] or data_cfg["val_split"]
+    dataset = build_dataset(data_cfg, split)
+    share = range(context.rank, len(dataset), context.world_size)
+    confusion = score_prediction_folder(
+        dataset, cfg["predictions"], share, context, progress=context.is_main
+    )
+    about = {"source": str(cfg["predictions"]), "name": "predictions", "split": split}
+    return (
+        confusion,
+        data_cfg,
+        {**about, "count": len(dataset), "inference": {"mode": "predictions"}},
+    )
+
+
+@hydra_command("eval")
+def main(cfg: dict[str, Any], run_dir: Path) -> None:
+    """Evaluate, then write metrics.json, confusion.npy, confusion.png and print the table."""
+    if (cfg["checkpoint"] is None) == (cfg["predictions"] is None):
+        raise ConfigError("pass checkpoint=PATH, or predictions=DIR with data=NAME (one of them)")
+    context = init_distributed(cfg["device"])
+    try:
+        run_dir = share_run_dir(run_dir, context)
+        task = evaluate_checkpoint if cfg["checkpoint"] is not None else score_predictions
+        confusion, data_cfg, about = task(cfg, context)
+    finally:
+        shutdown(context)
+    if not context.is_main:
+        return
+    info = dataset_info(data_cfg["name"])
+    scores = confusion.compute(info.class_names)
+    inference = about["inference"]
     record = metrics_record(
         scores,
-        num_images=len(dataset),
-        mode="whole",
-        checkpoint=str(path),
+        num_images=about["count"],
+        mode=inference["mode"],
+        checkpoint=about["source"],
         dataset=info.name,
-        split=split,
+        split=about["split"],
+        inference=inference,
     )
     write_json(run_dir / "metrics.json", record)
-    print(scores_table({model_cfg["name"]: record}, info.class_names))
-    print(f"mode: whole, dataset: {info.name}, split: {split}, images: {len(dataset)}")
-    print(f"metrics: {run_dir / 'metrics.json'}")
+    matrix = confusion.matrix.cpu().numpy()
+    atomic_write(run_dir / "confusion.npy", lambda handle: np.save(handle, matrix))
+    save_png(confusion_image(matrix, info.class_names), run_dir / "confusion.png")
+    print(class_table(scores, info.class_names))
+    settings = ", ".join(f"{key} {value}" for key, value in inference.items() if key != "mode")
+    print(
+        f"{about['name']}: mode {inference['mode']}{f' ({settings})' if settings else ''}, "
+        f"dataset {info.name}, split {about['split']}, images {about['count']}"
+    )
+    print(f"metrics: {run_dir / 'metrics.json'}  confusion: {run_dir / 'confusion.png'}")
 
 
 if __name__ == "__main__":

@@ -5,33 +5,15 @@ Under ``torchrun`` every process runs this; rank 0's run folder is used by all o
 
 from __future__ import annotations
 
-import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from parsenet.cli.common import hydra_command
+from parsenet.cli.common import hydra_command, share_run_dir
 from parsenet.data import dataset_info
-from parsenet.engine.distributed import DistContext, broadcast_object, init_distributed, shutdown
+from parsenet.engine.distributed import init_distributed, shutdown
 from parsenet.engine.trainer import Trainer
 from parsenet.report import scores_table
-
-
-def share_run_dir(run_dir: Path, context: DistContext) -> Path:
-    """Rank 0's run folder in every process; the folder Hydra made for another rank (its config
-    files only) is removed, and only rank 0 keeps logging to a file and below warnings."""
-    shared = Path(broadcast_object(str(run_dir), context))
-    if not context.is_main:
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            if isinstance(handler, logging.FileHandler):
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(logging.WARNING)
-        if shared != run_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)
-    return shared
 
 
 @hydra_command("train")

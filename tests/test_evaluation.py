@@ -1,0 +1,177 @@
+"""Evaluation modes, scoring saved predictions, the confusion outputs, distributed evaluation."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TINY_SYNTHETIC, compose_train, run_cli, write_palette_png
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from parsenet.engine.inference import InferenceMode
+from parsenet.engine.trainer import Trainer
+from parsenet.metrics import ConfusionMatrix
+from parsenet.models import build_model
+
+
+def test_iou_agrees_with_torchmetrics():
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.randint(0, 5, (4, 30, 40), generator=generator)
+    label = torch.randint(0, 5, (4, 30, 40), generator=generator)
+    label[torch.rand(label.shape, generator=generator) < 0.2] = 255
+    ours = ConfusionMatrix(5)
+    ours.update(prediction, label)
+    scores = ours.compute([str(i) for i in range(5)])
+    reference = MulticlassJaccardIndex(num_classes=5, average=None, ignore_index=255)
+    expected = reference(prediction, label)
+    got = torch.tensor([scores["per_class_iou"][str(i)] for i in range(5)], dtype=torch.float32)
+    torch.testing.assert_close(got, expected)
+    assert scores["mIoU"] == pytest.approx(expected.mean().item())
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model({"backbone": {"width_mult": 0.0625}}, 4).eval()
+
+
+def test_slide_with_a_window_over_the_whole_image_equals_whole(tiny_model):
+    images = torch.randn(1, 3, 45, 70)
+    with torch.no_grad():
+        whole = InferenceMode("whole").scores(tiny_model, images)
+        slide = InferenceMode("slide", crop=80, stride=80).scores(tiny_model, images)
+    torch.testing.assert_close(slide, whole)
+
+
+def test_slide_averages_overlapping_windows_exactly():
+    pointwise = torch.nn.Conv2d(3, 4, 1)  # windows see what the whole image sees
+    images = torch.randn(2, 3, 50, 73)
+    with torch.no_grad():
+        slide = InferenceMode("slide", crop=16, stride=10).scores(pointwise, images)
+        torch.testing.assert_close(slide, pointwise(images))
+
+
+def test_msflip_with_one_scale_and_no_flip_equals_whole(tiny_model):
+    images = torch.randn(1, 3, 45, 70)
+    with torch.no_grad():
+        whole = tiny_model(images).softmax(dim=1)
+        single = InferenceMode("msflip", scales=(1.0,), flip=False).scores(tiny_model, images)
+        many = InferenceMode("msflip", scales=(0.5, 1.0, 1.5), flip=True).scores(tiny_model, images)
+    torch.testing.assert_close(single, whole)
+    assert many.shape == whole.shape
+    torch.testing.assert_close(many.sum(dim=1), torch.ones(1, 45, 70))
+
+
+def test_slide_on_a_2000_pixel_image(tiny_model):
+    images = torch.randn(1, 3, 2000, 2000)
+    with torch.no_grad():
+        scores = InferenceMode("slide", crop=512, stride=341).scores(tiny_model, images)
+    assert scores.shape == (1, 4, 2000, 2000) and torch.isfinite(scores).all()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny model trained for 2 iterations on a synthetic set with 5 (odd) validation images."""
+    root = tmp_path_factory.mktemp("eval")
+    cfg = compose_train(root, "train.max_iters=2", "data.num_val=5")
+    Trainer(cfg, root / "run").run()
+    return root
+
+
+def eval_overrides(root: Path, *extra: str) -> list[str]:
+    return [
+        f"checkpoint={root / 'run' / 'checkpoints' / 'last.pt'}",
+        "data.num_workers=0",
+        *extra,
+    ]
+
+
+def test_eval_modes_write_metrics_and_confusion(trained: Path):
+    for mode, extra in (
+        ("whole", []),
+        ("slide", ["slide.crop=32", "slide.stride=20"]),
+        ("msflip", ["msflip.scales=[0.75,1.0]"]),
+    ):
+        out = trained / f"eval_{mode}"
+        result = run_cli(
+            "parsenet-eval",
+            *eval_overrides(trained, f"mode={mode}", *extra),
+            f"hydra.run.dir={out}",
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["mode"] == mode and metrics["inference"]["mode"] == mode
+        assert f"mode {mode}" in result.stdout and "IoU     acc" in result.stdout
+        matrix = np.load(out / "confusion.npy")
+        assert matrix.shape == (5, 5) and matrix.dtype == np.int64
+        assert (out / "confusion.png").stat().st_size > 1000
+    slide = json.loads((trained / "eval_slide" / "metrics.json").read_text())
+    assert slide["inference"] == {"mode": "slide", "crop": 32, "stride": 20}
+
+
+def test_scoring_saved_predictions_equals_evaluating_the_model(trained: Path):
+    from parsenet.data import build_dataset
+    from parsenet.data.normalization import get_normalization
+    from parsenet.data.transforms import eval_transform
+    from parsenet.engine.checkpoint import load_checkpoint, restore_model
+
+    path = trained / "run" / "checkpoints" / "last.pt"
+    checkpoint = load_checkpoint(path)
+    model = restore_model(checkpoint, path).eval()
+    data_cfg = checkpoint["config"]["data"]
+    transform = eval_transform(get_normalization(checkpoint["config"]["model"]["input_norm"]))
+    dataset = build_dataset(data_cfg, "val", transform)
+    folder = trained / "predictions"
+    for index in range(len(dataset)):
+        with torch.no_grad():
+            logits = model(dataset[index]["image"].unsqueeze(0))
+        write_palette_png(logits.argmax(1)[0].numpy(), folder / f"{dataset.sample_name(index)}.png")
+    data = ["data=synthetic", f"data.root={data_cfg['root']}", *TINY_SYNTHETIC, "data.num_val=5"]
+    scored = run_cli(
+        "parsenet-eval", f"predictions={folder}", *data, f"hydra.run.dir={trained / 'scored'}"
+    )
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    evaluated = run_cli(
+        "parsenet-eval", *eval_overrides(trained), f"hydra.run.dir={trained / 'evaluated'}"
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    np.testing.assert_array_equal(
+        np.load(trained / "scored" / "confusion.npy"),
+        np.load(trained / "evaluated" / "confusion.npy"),
+    )
+    assert json.loads((trained / "scored" / "metrics.json").read_text())["mode"] == "predictions"
+    (folder / f"{dataset.sample_name(0)}.png").unlink()
+    missing = run_cli(
+        "parsenet-eval", f"predictions={folder}", *data, f"hydra.run.dir={trained / 'm'}"
+    )
+    assert missing.returncode == 2 and "is missing" in missing.stderr
+
+
+def test_two_processes_count_every_image_once(trained: Path):
+    """5 validation images over 2 gloo processes give the 1-process confusion matrix."""
+    out = trained / "two"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "parsenet.cli.evaluate", *eval_overrides(trained), f"hydra.run.dir={out}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = trained / "one"
+    run_cli("parsenet-eval", *eval_overrides(trained), f"hydra.run.dir={one}", check=True)
+    np.testing.assert_array_equal(np.load(out / "confusion.npy"), np.load(one / "confusion.npy"))
+    assert json.loads((out / "metrics.json").read_text())["num_images"] == 5
+
+
+def test_bad_eval_settings_are_one_line(trained: Path, tmp_path: Path):
+    from conftest import assert_one_line_error
+
+    out = f"hydra.run.dir={tmp_path / 'o'}"
+    result = run_cli("parsenet-eval", *eval_overrides(trained, "mode=tiles"), out)
+    assert_one_line_error(result, "mode='tiles' is not one of")
+    result = run_cli("parsenet-eval", *eval_overrides(trained, "mode=slide", "slide.stride=0"), out)
+    assert_one_line_error(result, "slide.stride=0 must be in 1…slide.crop=512")
+    result = run_cli("parsenet-eval", f"predictions={tmp_path}", out)
+    assert_one_line_error(result, "predictions=DIR needs the data to score against")
