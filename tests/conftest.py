@@ -67,7 +67,11 @@ def run_cli(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """Run a console script (as ``python -m parsenet.cli.<module>``) and capture its output."""
-    module = {"parsenet-train": "train", "parsenet-eval": "evaluate"}[command]
+    module = {
+        "parsenet-train": "train",
+        "parsenet-eval": "evaluate",
+        "parsenet-predict": "predict",
+    }[command]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
         [sys.executable, "-m", f"parsenet.cli.{module}", *overrides],

@@ -175,3 +175,49 @@ def test_bad_eval_settings_are_one_line(trained: Path, tmp_path: Path):
     assert_one_line_error(result, "slide.stride=0 must be in 1…slide.crop=512")
     result = run_cli("parsenet-eval", f"predictions={tmp_path}", out)
     assert_one_line_error(result, "predictions=DIR needs the data to score against")
+
+
+def test_predict_on_a_folder_with_a_corrupt_file(trained: Path):
+    from PIL import Image
+
+    inputs = trained / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"a": (30, 40), "b": (30, 40), "c": (17, 61)}
+    for name, (height, width) in sizes.items():
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(inputs / f"{name}.jpg")
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (inputs / "notes.txt").write_text("not an image")
+    out = trained / "predicted"
+    result = run_cli(
+        "parsenet-predict",
+        f"checkpoint={trained / 'run' / 'checkpoints' / 'last.pt'}",
+        f"inputs={inputs}",
+        "batch_size=2",
+        f"hydra.run.dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "predicted 3 image(s)" in result.stdout
+    assert "skipped 1 unreadable file(s)" in result.stdout and "broken.jpg" in result.stdout
+    for name, (height, width) in sizes.items():
+        with Image.open(out / "labels" / f"{name}.png") as label:
+            assert label.mode == "P" and label.size == (width, height)
+            assert np.asarray(label).max() < 5
+        with Image.open(out / "side_by_side" / f"{name}.png") as side:
+            assert side.size == (2 * width + 4, height)
+        assert (out / "overlays" / f"{name}.png").is_file()
+    glob_run = run_cli(
+        "parsenet-predict",
+        f"checkpoint={trained / 'run' / 'checkpoints' / 'last.pt'}",
+        f"inputs={inputs}/c*.jpg",
+        f"hydra.run.dir={trained / 'predicted_glob'}",
+    )
+    assert glob_run.returncode == 0 and "predicted 1 image(s)" in glob_run.stdout
+    nothing = run_cli(
+        "parsenet-predict",
+        f"checkpoint={trained / 'run' / 'checkpoints' / 'last.pt'}",
+        f"inputs={inputs}/*.gif",
+        f"hydra.run.dir={trained / 'predicted_none'}",
+    )
+    assert nothing.returncode == 2 and "no image files there" in nothing.stderr
