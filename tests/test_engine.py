@@ -145,7 +145,19 @@ def test_jsonl_log_and_tensorboard_get_every_scalar(tmp_path: Path):
     }
     assert expected <= set(train[0])
     assert any(r.get("kind") == "val" and "val/mIoU" in r for r in records)
-    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    insight = next(r for r in records if r.get("kind") == "insight")
+    assert {"feature_norm/fc7", "feature_norm/pool6", "gamma/fc7", "gamma/pool6_1x1"} <= set(
+        insight
+    )
+    assert insight["gamma/fc7"] == pytest.approx(10.0, abs=0.1)  # γ₀ = 10, barely trained
+    assert insight["feature_norm/pool6"] < insight["feature_norm/fc7"]
+    assert any(key.startswith("val_iou/") for key in insight)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert "val/panels" in events.Tags()["images"]
+    assert "gamma/fc7" in events.Tags()["scalars"]
 
 
 def cli_overrides(tmp_path: Path, *extra: str) -> list[str]:

@@ -28,6 +28,7 @@ from parsenet.engine.checkpoint import load_checkpoint, save_checkpoint
 from parsenet.engine.distributed import DistContext, any_process, gather_objects
 from parsenet.engine.evaluator import evaluate, shard
 from parsenet.engine.faults import NonFiniteGuard, StopRequest
+from parsenet.engine.insight import normalisation_scalars, stack_panels, validation_panels
 from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
 from parsenet.engine.precision import Precision
 from parsenet.engine.runtime import resolve_device, rng_state, seed_everything, set_rng_state
@@ -37,7 +38,7 @@ from parsenet.fileio import remove_stale_temporaries
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm, initialise_backbone
 from parsenet.report import metrics_record, write_json
-from parsenet.visualize import comparison_panel, save_png
+from parsenet.visualize import save_png
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +364,7 @@ class Trainer:
             scores["mIoU"],
             scores["pixel_acc"],
         )
+        self.log_insight(scores)
         if scores["mIoU"] > self.best_miou:
             self.best_miou = scores["mIoU"]
             self.save("best.pt")
@@ -372,17 +374,26 @@ class Trainer:
         """Write image | label | prediction panels for the first ``count`` validation images."""
         if not self.context.is_main:
             return
-        self.model.eval()
-        for index in range(min(count, len(self.val_set))):
-            image, label = self.val_set.load_pair(index)
-            tensor = self.val_set.transform(image, label)["image"]
-            with torch.no_grad():
-                logits = self.model(tensor.unsqueeze(0).to(self.device))
-            prediction = logits.argmax(dim=1)[0].cpu().numpy()
-            panel = comparison_panel(
-                image, label, prediction, self.info.palette, self.info.ignore_index
-            )
-            save_png(panel, self.run_dir / "overlays" / f"{self.val_set.sample_name(index)}.png")
+        for name, panel, _ in validation_panels(self.model, self.val_set, count, self.device):
+            save_png(panel, self.run_dir / "overlays" / f"{name}.png")
+
+    def log_insight(self, scores: dict[str, Any]) -> None:
+        """TensorBoard at each evaluation: per-class IoU, a grid of validation panels, the learned
+        γ of every L2Norm and the feature norm of every tapped layer (rank 0 only)."""
+        if not self.context.is_main:
+            return
+        values = {
+            f"val_iou/{name}": iou
+            for name, iou in scores["per_class_iou"].items()
+            if iou is not None
+        }
+        count = max(self.settings["num_overlays"], 1)
+        panels = validation_panels(self.model, self.val_set, count, self.device)
+        values.update(normalisation_scalars(self.model, [tensor for _, _, tensor in panels]))
+        self.log.scalars(self.iteration, values, kind="insight")
+        self.log.image(
+            "val/panels", stack_panels([panel for _, panel, _ in panels]), self.iteration
+        )
 
     def run(self) -> dict[str, Any]:
         """Train up to ``train.max_iters`` iterations, evaluate, and return the final metrics.

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -47,6 +48,11 @@ class TrainingLog:
         for name, value in values.items():
             self.writer.add_scalar(name, value, iteration)
         self._write_line({"kind": kind, "iteration": iteration, **values})
+
+    def image(self, tag: str, array: np.ndarray, iteration: int) -> None:
+        """An H×W×3 uint8 picture in TensorBoard."""
+        if self.enabled:
+            self.writer.add_image(tag, array, iteration, dataformats="HWC")
 
     def _write_line(self, record: dict[str, Any]) -> None:
         self.writer  # noqa: B018 — opens both files

@@ -1,0 +1,52 @@
+"""What to look at while a model trains: prediction panels, learned scales, feature norms."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from parsenet.analysis import feature_norms, learned_scales
+from parsenet.data.base import SegmentationDataset
+from parsenet.models.head import CONTEXT_TAP
+from parsenet.models.parsenet import SegmentationNet
+from parsenet.visualize import comparison_panel
+
+
+@torch.no_grad()
+def validation_panels(
+    model: SegmentationNet, dataset: SegmentationDataset, count: int, device: torch.device
+) -> list[tuple[str, np.ndarray, torch.Tensor]]:
+    """For the first ``count`` images: (name, image | label | prediction panel, input tensor)."""
+    model.eval()
+    info = dataset.info
+    panels = []
+    for index in range(min(count, len(dataset))):
+        image, label = dataset.load_pair(index)
+        tensor = dataset.transform(image, label)["image"].unsqueeze(0).to(device)
+        prediction = model(tensor).argmax(dim=1)[0].cpu().numpy()
+        panel = comparison_panel(image, label, prediction, info.palette, info.ignore_index)
+        panels.append((dataset.sample_name(index), panel, tensor))
+    return panels
+
+
+def stack_panels(panels: list[np.ndarray]) -> np.ndarray:
+    """Panels one below the other (white padding on the right, 4-pixel white gaps)."""
+    width = max(panel.shape[1] for panel in panels)
+    rows = []
+    for panel in panels:
+        padded = np.full((panel.shape[0] + 4, width, 3), 255, dtype=np.uint8)
+        padded[: panel.shape[0], : panel.shape[1]] = panel
+        rows.append(padded)
+    return np.concatenate(rows, axis=0)
+
+
+def normalisation_scalars(model: SegmentationNet, images: list[torch.Tensor]) -> dict[str, float]:
+    """The paper's Figure 2, live: mean γ of every L2Norm and the mean L2 norm, before
+    normalisation, of every layer the head taps (pool6 = the global average of fc7)."""
+    taps = [*model.head.spatial_taps, *([CONTEXT_TAP] if model.head.context_bins else [])]
+    values = {
+        f"feature_norm/{name}": value for name, value in feature_norms(model, images, taps).items()
+    }
+    for name, summary in learned_scales(model).items():
+        values[f"gamma/{name.removeprefix('head.norms.')}"] = summary["mean"]
+    return values
