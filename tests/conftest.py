@@ -67,11 +67,8 @@ def run_cli(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """Run a console script (as ``python -m parsenet.cli.<module>``) and capture its output."""
-    module = {
-        "parsenet-train": "train",
-        "parsenet-eval": "evaluate",
-        "parsenet-predict": "predict",
-    }[command]
+    modules = {"train": "train", "eval": "evaluate", "predict": "predict", "export": "export"}
+    module = modules[command.removeprefix("parsenet-")]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
         [sys.executable, "-m", f"parsenet.cli.{module}", *overrides],

@@ -221,3 +221,25 @@ def test_predict_on_a_folder_with_a_corrupt_file(trained: Path):
         f"hydra.run.dir={trained / 'predicted_none'}",
     )
     assert nothing.returncode == 2 and "no image files there" in nothing.stderr
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_checks_parity_on_two_sizes(trained: Path, fmt: str):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    out = trained / f"export_{fmt}"
+    result = run_cli(
+        "parsenet-export",
+        f"checkpoint={trained / 'run' / 'checkpoints' / 'last.pt'}",
+        f"format={fmt}",
+        "check_sizes=[[45,61],[100,33]]",
+        f"hydra.run.dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("same argmax on 100.000 %") == 2
+    report = json.loads((out / "export.json").read_text())
+    assert [r["size"] for r in report["parity"]] == [[45, 61], [100, 33]]
+    assert all(r["max_abs_diff"] < 1e-3 for r in report["parity"])
+    assert report["input_norm"]["name"] == "torchvision" and len(report["class_names"]) == 5
+    assert Path(report["file"]).is_file()
