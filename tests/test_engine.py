@@ -182,7 +182,10 @@ def test_sigterm_saves_and_auto_resume_finishes_like_an_uninterrupted_run(tmp_pa
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
-    while not (run / "train_log.jsonl").exists() and time.monotonic() < deadline:
+    log = run / "train_log.jsonl"
+    while (
+        not (log.exists() and '"kind": "train"' in log.read_text()) and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)

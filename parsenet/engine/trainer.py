@@ -403,17 +403,17 @@ class Trainer:
         """
         max_iters, eval_every = self.settings["max_iters"], self.settings["eval_every"]
         checkpoint_every, log_every = self.settings["checkpoint_every"], self.settings["log_every"]
-        if self.iteration == 0:
-            self.log.config(self.cfg)
-        batches = iter(self.train_loader())
-        progress = tqdm(
-            total=max_iters,
-            initial=self.iteration,
-            desc="train",
-            disable=None if self.context.is_main else True,
-        )
         window: list[dict[str, float]] = []  # steps since the last log line
-        with logging_redirect_tqdm(), StopRequest() as stop:
+        with StopRequest() as stop, logging_redirect_tqdm():
+            if self.iteration == 0:
+                self.log.config(self.cfg)
+            batches = iter(self.train_loader())
+            progress = tqdm(
+                total=max_iters,
+                initial=self.iteration,
+                desc="train",
+                disable=None if self.context.is_main else True,
+            )
             while self.iteration < max_iters:
                 step = self.train_step(batches)
                 window.append(step)
@@ -423,6 +423,7 @@ class Trainer:
                     self.log_training(window)
                     window = []
                 if any_process(stop.requested, self.context):
+                    progress.close()
                     return self.stopped(stop.signal_name or "a stop signal in another process")
                 if self.iteration == max_iters:
                     break
