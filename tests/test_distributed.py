@@ -35,7 +35,7 @@ def torchrun(*overrides: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         "parsenet.cli.train",
         *overrides,
     ]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

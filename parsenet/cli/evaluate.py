@@ -17,7 +17,12 @@ from parsenet.data.loader import make_loader
 from parsenet.data.normalization import get_normalization
 from parsenet.data.transforms import eval_transform
 from parsenet.engine.checkpoint import load_checkpoint, restore_model
-from parsenet.engine.distributed import DistContext, init_distributed, shutdown
+from parsenet.engine.distributed import (
+    DistContext,
+    init_distributed,
+    main_process_first,
+    shutdown,
+)
 from parsenet.engine.evaluator import evaluate, shard
 from parsenet.engine.inference import InferenceMode
 from parsenet.engine.scoring import score_prediction_folder
@@ -62,7 +67,8 @@ def evaluate_checkpoint(
     split = cfg["split"] or data_cfg["val_split"]
     trained_norm = checkpoint["config"]["model"]["input_norm"]
     input_norm = choose_input_norm(model_cfg.get("input_norm"), trained_norm)
-    dataset = build_dataset(data_cfg, split, eval_transform(get_normalization(input_norm)))
+    with main_process_first(context):
+        dataset = build_dataset(data_cfg, split, eval_transform(get_normalization(input_norm)))
     loader = make_loader(
         shard(dataset, context),
         1,
@@ -111,12 +117,10 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     if (cfg["checkpoint"] is None) == (cfg["predictions"] is None):
         raise ConfigError("pass checkpoint=PATH, or predictions=DIR with data=NAME (one of them)")
     context = init_distributed(cfg["device"])
-    try:
-        run_dir = share_run_dir(run_dir, context)
-        task = evaluate_checkpoint if cfg["checkpoint"] is not None else score_predictions
-        confusion, data_cfg, about = task(cfg, context)
-    finally:
-        shutdown(context)
+    run_dir = share_run_dir(run_dir, context)
+    task = evaluate_checkpoint if cfg["checkpoint"] is not None else score_predictions
+    confusion, data_cfg, about = task(cfg, context)
+    shutdown(context)
     if not context.is_main:
         return
     info = dataset_info(data_cfg["name"])

@@ -20,11 +20,9 @@ from parsenet.report import scores_table
 def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Train, evaluate on the validation split, print the per-class table."""
     context = init_distributed(cfg["device"])
-    try:
-        run_dir = share_run_dir(run_dir, context)
-        record = Trainer(cfg, run_dir, context).run()
-    finally:
-        shutdown(context)
+    run_dir = share_run_dir(run_dir, context)
+    record = Trainer(cfg, run_dir, context).run()
+    shutdown(context)
     if not context.is_main:
         return
     if "stopped" in record:

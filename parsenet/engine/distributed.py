@@ -7,7 +7,9 @@ CPUs). Without those variables everything here is a no-op for a single process.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +98,21 @@ def any_process(flag: bool, context: DistContext) -> bool:
     return bool(all_reduce_sum(value, context).item())
 
 
+@contextlib.contextmanager
+def main_process_first(context: DistContext) -> Iterator[None]:
+    """Run the block in rank 0 first and in the other processes after it (downloads, generated
+    data: one process writes, the others then read). If rank 0 fails inside, torchrun stops the
+    waiting processes."""
+    if context.distributed and not context.is_main:
+        dist.barrier()
+    yield
+    if context.distributed and context.is_main:
+        dist.barrier()
+
+
 def shutdown(context: DistContext) -> None:
-    """Leave the process group (after a barrier, so no process exits early)."""
+    """Leave the process group after a successful run (after a barrier, so no process exits
+    early). Not for error paths: a process that fails just exits and torchrun stops the rest."""
     if context.distributed and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

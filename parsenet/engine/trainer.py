@@ -21,11 +21,16 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from parsenet.data import build_dataset, dataset_info
 from parsenet.data.loader import collate_samples, make_loader, worker_init
-from parsenet.data.normalization import get_normalization
+from parsenet.data.normalization import InputNormalization, get_normalization
 from parsenet.data.sampling import ResumableSampler, SeededSamples
 from parsenet.data.transforms import eval_transform, train_transform
 from parsenet.engine.checkpoint import load_checkpoint, save_checkpoint
-from parsenet.engine.distributed import DistContext, any_process, gather_objects
+from parsenet.engine.distributed import (
+    DistContext,
+    any_process,
+    gather_objects,
+    main_process_first,
+)
 from parsenet.engine.evaluator import evaluate, shard
 from parsenet.engine.faults import NonFiniteGuard, StopRequest
 from parsenet.engine.insight import normalisation_scalars, stack_panels, validation_panels
@@ -118,35 +123,10 @@ class Trainer:
         seed_everything(cfg["seed"])
         data_cfg, model_cfg = cfg["data"], cfg["model"]
         self.info = dataset_info(data_cfg["name"])
-        self.model = build_model(model_cfg, self.info.num_classes)
-        weights_convention = initialise_backbone(
-            self.model.backbone, model_cfg["backbone"].get("pretrained")
-        )
-        # The checkpoint records the resolved convention, so evaluation normalises the same way.
-        model_cfg["input_norm"] = choose_input_norm(model_cfg.get("input_norm"), weights_convention)
-        memory_format = (
-            torch.channels_last if self.settings["channels_last"] else torch.contiguous_format
-        )
-        self.memory_format = memory_format
-        self.model.to(self.device, memory_format=memory_format)
-        normalization = get_normalization(model_cfg["input_norm"])
-        augment = data_cfg["augment"]
-        self.train_set = build_dataset(
-            data_cfg,
-            data_cfg["train_split"],
-            train_transform(
-                normalization, augment["crop_size"], augment["scale_range"], augment["flip"]
-            ),
-        )
-        self.global_batch = self.settings["batch_size"] * self.context.world_size
-        if len(self.train_set) < self.global_batch:
-            processes = self.context.world_size
-            per = f" × {processes} processes" if processes > 1 else ""
-            raise DataError(
-                f"the {data_cfg['train_split']} split has {len(self.train_set)} images, fewer "
-                f"than train.batch_size={self.settings['batch_size']}{per}; lower the batch size"
-            )
-        self.val_set = build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
+        # One process downloads weights or generates data, the others read it afterwards.
+        with main_process_first(self.context):
+            normalization = self._build_model(model_cfg)
+            self._build_datasets(data_cfg, normalization)
         self.val_loader = make_loader(
             shard(self.val_set, self.context),
             1,
@@ -178,6 +158,39 @@ class Trainer:
         if self.resumed_from is not None:
             self.restore(self.resumed_from)
         self.forward_model = self._wrap_model()
+
+    def _build_model(self, model_cfg: dict[str, Any]) -> InputNormalization:
+        """The model, initialised from its pretrained source, on the device; returns the input
+        normalisation its weights want (recorded in the config, so checkpoints carry it)."""
+        self.model = build_model(model_cfg, self.info.num_classes)
+        weights_convention = initialise_backbone(
+            self.model.backbone, model_cfg["backbone"].get("pretrained")
+        )
+        model_cfg["input_norm"] = choose_input_norm(model_cfg.get("input_norm"), weights_convention)
+        channels_last = self.settings["channels_last"]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
+        return get_normalization(model_cfg["input_norm"])
+
+    def _build_datasets(self, data_cfg: dict[str, Any], normalization: InputNormalization) -> None:
+        """The training split (augmented) and the validation split (as it is)."""
+        augment = data_cfg["augment"]
+        self.train_set = build_dataset(
+            data_cfg,
+            data_cfg["train_split"],
+            train_transform(
+                normalization, augment["crop_size"], augment["scale_range"], augment["flip"]
+            ),
+        )
+        self.global_batch = self.settings["batch_size"] * self.context.world_size
+        if len(self.train_set) < self.global_batch:
+            processes = self.context.world_size
+            per = f" × {processes} processes" if processes > 1 else ""
+            raise DataError(
+                f"the {data_cfg['train_split']} split has {len(self.train_set)} images, fewer "
+                f"than train.batch_size={self.settings['batch_size']}{per}; lower the batch size"
+            )
+        self.val_set = build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
 
     def _wrap_model(self) -> torch.nn.Module:
         """DDP across processes and ``torch.compile`` where asked; ``self.model`` stays the
