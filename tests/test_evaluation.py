@@ -207,18 +207,13 @@ def test_predict_on_a_folder_with_a_corrupt_file(trained: Path):
         with Image.open(out / "side_by_side" / f"{name}.png") as side:
             assert side.size == (2 * width + 4, height)
         assert (out / "overlays" / f"{name}.png").is_file()
+    checkpoint = f"checkpoint={trained / 'run' / 'checkpoints' / 'last.pt'}"
     glob_run = run_cli(
-        "parsenet-predict",
-        f"checkpoint={trained / 'run' / 'checkpoints' / 'last.pt'}",
-        f"inputs={inputs}/c*.jpg",
-        f"hydra.run.dir={trained / 'predicted_glob'}",
+        "parsenet-predict", checkpoint, f"inputs={inputs}/c*.jpg", f"hydra.run.dir={out}_glob"
     )
     assert glob_run.returncode == 0 and "predicted 1 image(s)" in glob_run.stdout
     nothing = run_cli(
-        "parsenet-predict",
-        f"checkpoint={trained / 'run' / 'checkpoints' / 'last.pt'}",
-        f"inputs={inputs}/*.gif",
-        f"hydra.run.dir={trained / 'predicted_none'}",
+        "parsenet-predict", checkpoint, f"inputs={inputs}/*.gif", f"hydra.run.dir={out}_none"
     )
     assert nothing.returncode == 2 and "no image files there" in nothing.stderr
 

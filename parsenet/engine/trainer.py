@@ -154,9 +154,9 @@ class Trainer:
         self.log = TrainingLog(self.run_dir, enabled=self.context.is_main)
         if self.context.is_main:
             remove_stale_temporaries(self.run_dir / "checkpoints")  # from a kill mid-save
-        self.resumed_from = resume_path(self.settings["resume"], self.run_dir)
-        if self.resumed_from is not None:
-            self.restore(self.resumed_from)
+        checkpoint = resume_path(self.settings["resume"], self.run_dir)
+        if checkpoint is not None:
+            self.restore(checkpoint)
         self.forward_model = self._wrap_model()
 
     def _build_model(self, model_cfg: dict[str, Any]) -> InputNormalization:
@@ -205,14 +205,13 @@ class Trainer:
 
     def train_loader(self) -> DataLoader:
         """The endless training loader, positioned after the samples already consumed."""
-        consumed = self.iteration * self.settings["iter_size"] * self.settings["batch_size"]
         sampler = ResumableSampler(
             len(self.train_set),
             self.global_batch,
             seed=self.cfg["seed"],
             rank=self.context.rank,
             world_size=self.context.world_size,
-            start=consumed,
+            start=self.samples_seen(),
         )
         workers = self.cfg["data"]["num_workers"]
         return DataLoader(
@@ -228,6 +227,10 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg["seed"]),
         )
 
+    def samples_seen(self) -> int:
+        """Training samples this process has consumed: its position in the data order."""
+        return self.iteration * self.settings["iter_size"] * self.settings["batch_size"]
+
     def state(self) -> dict[str, Any]:
         """Everything a checkpoint holds (see :meth:`restore`)."""
         return {
@@ -239,9 +242,7 @@ class Trainer:
             "best_miou": self.best_miou,
             "nonfinite": self.guard.state_dict(),
             "rng": gather_objects(rng_state(), self.context),  # one per process
-            "samples_seen": self.iteration
-            * self.settings["iter_size"]
-            * self.settings["batch_size"],
+            "samples_seen": self.samples_seen(),
             "config": self.cfg,
             "dataset": self.info.to_dict(),
         }
