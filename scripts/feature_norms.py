@@ -32,7 +32,7 @@ def checkpoint_report(path: Path, num_images: int) -> tuple[dict, dict, str]:
     model = restore_model(checkpoint, path)
     transform = eval_transform(get_normalization(config["model"]["input_norm"]))
     dataset = build_dataset(config["data"], config["data"]["val_split"], transform)
-    loader = make_loader(dataset, 1, 0, shuffle=False)
+    loader = make_loader(dataset, 1, 0)
     images = (batch["image"] for batch in itertools.islice(loader, num_images))
     norms = feature_norms(model, images)
     where = f"{min(num_images, len(dataset))} {info.name} {config['data']['val_split']} images"

@@ -21,6 +21,7 @@ from parsenet.engine.distributed import (
     DistContext,
     init_distributed,
     main_process_first,
+    shard_indices,
     shutdown,
 )
 from parsenet.engine.evaluator import evaluate, shard
@@ -73,7 +74,6 @@ def evaluate_checkpoint(
         shard(dataset, context),
         1,
         data_cfg["num_workers"],
-        shuffle=False,
         pin_memory=context.device.type == "cuda",
     )
     confusion = evaluate(
@@ -99,7 +99,7 @@ def score_predictions(
         raise ConfigError("predictions=DIR needs the data to score against: add data=NAME")
     split = cfg["split"] or data_cfg["val_split"]
     dataset = build_dataset(data_cfg, split)
-    share = range(context.rank, len(dataset), context.world_size)
+    share = shard_indices(len(dataset), context)
     confusion = score_prediction_folder(
         dataset, cfg["predictions"], share, context, progress=context.is_main
     )

@@ -1,4 +1,4 @@
-"""DataLoaders for training (seeded shuffling, endless) and evaluation."""
+"""DataLoader pieces: worker setup, batch collation, and the evaluation loader."""
 
 from __future__ import annotations
 
@@ -8,24 +8,20 @@ import signal
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from parsenet.errors import DataError
 
 
 def worker_init(worker_id: int) -> None:
-    """Give each worker its own seeds (Python, NumPy and the dataset's augmentation), keep
-    OpenCV from starting threads inside workers, and leave Ctrl-C to the main process (which
-    finishes its step and saves before stopping)."""
+    """Give each worker its own Python and NumPy seeds, keep OpenCV from starting threads inside
+    workers, and leave Ctrl-C to the main process (which finishes its step and saves before
+    stopping). Augmentation is reseeded per sample (see ``parsenet.data.sampling``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    dataset = get_worker_info().dataset
-    transform = getattr(getattr(dataset, "dataset", dataset), "transform", None)
-    if hasattr(transform, "reseed"):
-        transform.reseed(seed)
 
 
 def collate_samples(samples: list[dict]) -> dict:
@@ -41,31 +37,21 @@ def collate_samples(samples: list[dict]) -> dict:
 
 
 def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    num_workers: int,
-    shuffle: bool,
-    seed: int = 0,
-    pin_memory: bool = False,
+    dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool = False
 ) -> DataLoader:
-    """A DataLoader with seeded shuffling and persistent workers.
+    """An evaluation DataLoader: every sample once, in order, with persistent workers.
 
-    With ``shuffle`` the order is drawn from a generator seeded with ``seed`` and incomplete last
-    batches are dropped (training); without it every sample is visited once in order (evaluation).
-    The loader's own generator also seeds the workers, so creating a loader or iterating over it
-    never advances the global torch RNG (evaluating during training leaves training unchanged).
+    The loader has its own generator (which also seeds the workers), so creating or iterating it
+    never advances the global torch RNG: evaluating during training leaves training unchanged.
+    (Training uses :class:`parsenet.data.sampling.ResumableSampler`.)
     """
-    generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, generator=generator) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
         num_workers=num_workers,
-        drop_last=shuffle,
         pin_memory=pin_memory,
         worker_init_fn=worker_init,
         persistent_workers=num_workers > 0,
-        generator=generator,
+        generator=torch.Generator().manual_seed(0),
         collate_fn=collate_samples,
     )

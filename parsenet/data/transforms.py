@@ -45,13 +45,11 @@ def train_transform(
     crop_size: int | None,
     scale_range: Sequence[float] = (0.5, 2.0),
     flip: bool = True,
-    seed: int | None = None,
 ) -> PairPipeline:
     """Random scale in ``scale_range``, pad (image with the mean, label with 255) to
     ``crop_size``, random ``crop_size`` square crop, random horizontal flip, normalise.
 
     ``crop_size=None`` keeps whole images (batches then need images of one size, or batch 1).
-    ``seed`` makes the augmentation reproducible (loader workers reseed it per worker).
     """
     low, high = scale_range
     steps: list[A.BasicTransform] = []
@@ -70,7 +68,7 @@ def train_transform(
         ]
     if flip:
         steps.append(A.HorizontalFlip(p=0.5))
-    return PairPipeline(A.Compose(steps, seed=seed), normalization)
+    return PairPipeline(A.Compose(steps), normalization)
 
 
 def eval_transform(normalization: InputNormalization) -> PairPipeline:

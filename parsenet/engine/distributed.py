@@ -65,6 +65,12 @@ def init_distributed(device_name: str) -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), device)
 
 
+def shard_indices(size: int, context: DistContext) -> range:
+    """This process's share of ``size`` items: every ``world_size``-th from its rank, so each item
+    is handled exactly once (no padding duplicates)."""
+    return range(context.rank, size, context.world_size)
+
+
 def broadcast_object(value: Any, context: DistContext) -> Any:
     """Rank 0's ``value`` in every process."""
     if not context.distributed:

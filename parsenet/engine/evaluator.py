@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from parsenet.engine.distributed import DistContext, all_reduce_sum
+from parsenet.engine.distributed import DistContext, all_reduce_sum, shard_indices
 from parsenet.engine.inference import InferenceMode
 from parsenet.metrics import ConfusionMatrix
 
@@ -19,7 +19,14 @@ def shard(dataset: Dataset, context: DistContext) -> Dataset:
     so each image is counted exactly once (no padding duplicates)."""
     if not context.distributed:
         return dataset
-    return Subset(dataset, range(context.rank, len(dataset), context.world_size))
+    return Subset(dataset, shard_indices(len(dataset), context))
+
+
+def sum_over_processes(confusion: ConfusionMatrix, context: DistContext | None) -> ConfusionMatrix:
+    """Sum each process's matrix of its shard into the whole split's matrix, in every process."""
+    if context is not None and context.distributed:
+        confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)
+    return confusion
 
 
 @torch.no_grad()
@@ -50,6 +57,4 @@ def evaluate(
         labels = batch["label"].to(device, non_blocking=True)
         prediction = (mode or WHOLE).scores(model, images).argmax(dim=1)
         confusion.update(prediction, labels)
-    if context is not None and context.distributed:
-        confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)
-    return confusion
+    return sum_over_processes(confusion, context)

@@ -8,7 +8,8 @@ import torch
 from tqdm import tqdm
 
 from parsenet.data.base import SegmentationDataset, read_label
-from parsenet.engine.distributed import DistContext, all_reduce_sum
+from parsenet.engine.distributed import DistContext
+from parsenet.engine.evaluator import sum_over_processes
 from parsenet.errors import DataError
 from parsenet.metrics import ConfusionMatrix
 
@@ -48,6 +49,4 @@ def score_prediction_folder(
                 f"{info.num_classes} classes of {info.name}"
             )
         confusion.update(torch.from_numpy(prediction.astype("int64")), torch.from_numpy(label))
-    if context is not None and context.distributed:
-        confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)
-    return confusion
+    return sum_over_processes(confusion, context)

@@ -131,7 +131,6 @@ class Trainer:
             shard(self.val_set, self.context),
             1,
             data_cfg["num_workers"],
-            shuffle=False,
             pin_memory=self.device.type == "cuda",
         )
         self.optimizer = build_optimizer(
