@@ -28,7 +28,7 @@ def checkpoint_report(path: Path, num_images: int) -> tuple[dict, dict, str]:
     """Feature norms and γ summary of one checkpoint, and what they were measured on."""
     checkpoint = load_checkpoint(path)
     config = checkpoint["config"]
-    info = dataset_info(config["data"]["name"])
+    info = dataset_info(config["data"])
     model = restore_model(checkpoint, path)
     transform = eval_transform(get_normalization(config["model"]["input_norm"]))
     dataset = build_dataset(config["data"], config["data"]["val_split"], transform)

@@ -38,7 +38,7 @@ def test_every_table_row_is_an_experiment_that_builds(table):
         assert (
             cfg["train"]["loss"] == "sum" and cfg["model"]["backbone"]["pretrained"] == "imagenet"
         )
-        model = build_model(cfg["model"], dataset_info(cfg["data"]["name"]).num_classes)
+        model = build_model(cfg["model"], dataset_info(cfg["data"]).num_classes)
         head, trunk = cfg["model"]["head"], cfg["model"]["backbone"]
         assert set(model.head.spatial_taps) == {t for t in head["taps"] if t != "pool6"}
         assert bool(model.head.context_bins) == ("pool6" in head["taps"])

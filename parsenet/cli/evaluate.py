@@ -13,6 +13,7 @@ import numpy as np
 
 from parsenet.cli.common import hydra_command, share_run_dir
 from parsenet.data import build_dataset, dataset_info
+from parsenet.data.bad_samples import BadSampleLog
 from parsenet.data.loader import make_loader
 from parsenet.data.normalization import get_normalization
 from parsenet.data.transforms import eval_transform
@@ -24,7 +25,7 @@ from parsenet.engine.distributed import (
     shard_indices,
     shutdown,
 )
-from parsenet.engine.evaluator import evaluate, shard
+from parsenet.engine.evaluator import evaluate, gather_bad_samples, shard
 from parsenet.engine.inference import InferenceMode
 from parsenet.engine.scoring import score_prediction_folder
 from parsenet.errors import ConfigError
@@ -62,7 +63,7 @@ def evaluate_checkpoint(
     checkpoint = load_checkpoint(path)
     data_cfg = with_overrides(cfg["data"], checkpoint["config"]["data"])
     model_cfg = with_overrides(cfg["model"], checkpoint["config"]["model"])
-    info = dataset_info(data_cfg["name"])
+    info = dataset_info(data_cfg)
     mode = InferenceMode.from_config(cfg)
     model = restore_model(checkpoint, path, model_cfg, info.num_classes).to(context.device)
     split = cfg["split"] or data_cfg["val_split"]
@@ -70,6 +71,7 @@ def evaluate_checkpoint(
     input_norm = choose_input_norm(model_cfg.get("input_norm"), trained_norm)
     with main_process_first(context):
         dataset = build_dataset(data_cfg, split, eval_transform(get_normalization(input_norm)))
+    bad_samples = BadSampleLog()
     loader = make_loader(
         shard(dataset, context),
         1,
@@ -85,8 +87,11 @@ def evaluate_checkpoint(
         progress=context.is_main,
         context=context,
         mode=mode,
+        bad_samples=bad_samples,
     )
     about = {"source": str(path), "name": model_cfg["name"], "split": split, "count": len(dataset)}
+    if data_cfg.get("on_bad_sample") == "skip":
+        about["bad_samples"] = gather_bad_samples(bad_samples, context).summary()
     return confusion, data_cfg, {**about, "inference": mode.describe()}
 
 
@@ -123,7 +128,7 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     shutdown(context)
     if not context.is_main:
         return
-    info = dataset_info(data_cfg["name"])
+    info = dataset_info(data_cfg)
     scores = confusion.compute(info.class_names)
     inference = about["inference"]
     record = metrics_record(
@@ -135,6 +140,12 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
         split=about["split"],
         inference=inference,
     )
+    if "bad_samples" in about:
+        record["bad_samples"] = about["bad_samples"]
+        print(
+            f"skipped {about['bad_samples']['skipped']} bad samples (data.on_bad_sample=skip): "
+            "see bad_samples in metrics.json"
+        )
     write_json(run_dir / "metrics.json", record)
     matrix = confusion.matrix.cpu().numpy()
     atomic_write(run_dir / "confusion.npy", lambda handle: np.save(handle, matrix))

@@ -34,7 +34,7 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             f"  parsenet-train {overrides} train.resume=auto hydra.run.dir={run_dir}".rstrip()
         )
         return
-    info = dataset_info(cfg["data"]["name"])
+    info = dataset_info(cfg["data"])
     print(scores_table({cfg["model"]["name"]: record}, info.class_names))
     print(f"mode: {record['mode']}, split: {record['split']}, images: {record['num_images']}")
     print(f"run folder: {run_dir}")

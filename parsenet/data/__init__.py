@@ -7,12 +7,19 @@ from typing import Any
 
 from parsenet.data.base import PairTransform, SegmentationDataset
 from parsenet.data.camvid import CAMVID_INFO, camvid_dataset
-from parsenet.data.folder import CONTEXT59_INFO, CONTEXT60_INFO, SIFTFLOW_INFO, folder_dataset
+from parsenet.data.folder import (
+    CONTEXT59_INFO,
+    CONTEXT60_INFO,
+    SIFTFLOW_INFO,
+    folder_dataset,
+    read_classes_file,
+)
 from parsenet.data.info import DatasetInfo
 from parsenet.data.synthetic import SYNTHETIC_INFO, ensure_synthetic
 from parsenet.data.voc import VOC_INFO, voc_dataset
 from parsenet.errors import ConfigError
 
+# Datasets with a fixed label space; ``folder`` reads its own from ``data.classes``.
 DATASET_INFOS: dict[str, DatasetInfo] = {
     "voc": VOC_INFO,
     "camvid": CAMVID_INFO,
@@ -21,11 +28,20 @@ DATASET_INFOS: dict[str, DatasetInfo] = {
     "context59": CONTEXT59_INFO,
     "context60": CONTEXT60_INFO,
 }
+DATASET_NAMES = (*DATASET_INFOS, "folder")
+
+
+def _on_bad_sample(cfg: Mapping[str, Any]) -> str:
+    return cfg.get("on_bad_sample") or "raise"
 
 
 def _voc(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
     return voc_dataset(
-        cfg["root"], split, transform=transform, label_dir=cfg.get("label_dir", "SegmentationClass")
+        cfg["root"],
+        split,
+        transform=transform,
+        label_dir=cfg.get("label_dir") or "SegmentationClass",
+        on_bad_sample=_on_bad_sample(cfg),
     )
 
 
@@ -38,20 +54,25 @@ def _synthetic(cfg: Mapping[str, Any], split: str, transform: PairTransform | No
         width=cfg["width"],
         seed=cfg["seed"],
     )
-    return voc_dataset(root, split, info=SYNTHETIC_INFO, transform=transform)
+    return voc_dataset(
+        root, split, info=SYNTHETIC_INFO, transform=transform, on_bad_sample=_on_bad_sample(cfg)
+    )
 
 
 def _camvid(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
-    return camvid_dataset(cfg["root"], split, transform=transform)
+    return camvid_dataset(
+        cfg["root"], split, transform=transform, on_bad_sample=_on_bad_sample(cfg)
+    )
 
 
 def _folder(cfg: Mapping[str, Any], split: str, transform: PairTransform | None):
     return folder_dataset(
         cfg["root"],
         split,
-        DATASET_INFOS[cfg["name"]],
+        dataset_info(cfg),
         transform=transform,
-        image_suffix=cfg.get("image_suffix", ".jpg"),
+        image_suffix=cfg.get("image_suffix") or ".jpg",
+        on_bad_sample=_on_bad_sample(cfg),
     )
 
 
@@ -62,13 +83,20 @@ DATASET_BUILDERS: dict[str, Callable[..., SegmentationDataset]] = {
     "siftflow": _folder,
     "context59": _folder,
     "context60": _folder,
+    "folder": _folder,
 }
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Class names, palette and ignore index of a dataset by name."""
+def dataset_info(cfg: Mapping[str, Any] | str) -> DatasetInfo:
+    """Class names, palette and ignore index of the dataset a ``data`` config node describes
+    (or of a built-in dataset by name)."""
+    name = cfg if isinstance(cfg, str) else cfg["name"]
+    if name == "folder" and not isinstance(cfg, str):
+        if not cfg.get("classes"):
+            raise ConfigError("data=folder needs data.classes=PATH (a YAML file of class names)")
+        return read_classes_file(cfg["classes"])
     if name not in DATASET_INFOS:
-        raise ConfigError(f"data.name={name!r} is not one of {sorted(DATASET_INFOS)}")
+        raise ConfigError(f"data.name={name!r} is not one of {', '.join(DATASET_NAMES)}")
     return DATASET_INFOS[name]
 
 
@@ -76,8 +104,9 @@ def build_dataset(
     cfg: Mapping[str, Any], split: str, transform: PairTransform | None = None
 ) -> SegmentationDataset:
     """Build the ``split`` of the dataset that a ``data`` config node describes."""
-    dataset_info(cfg["name"])
+    if cfg["name"] not in DATASET_BUILDERS:
+        raise ConfigError(f"data.name={cfg['name']!r} is not one of {', '.join(DATASET_NAMES)}")
     return DATASET_BUILDERS[cfg["name"]](cfg, split, transform)
 
 
-__all__ = ["DatasetInfo", "SegmentationDataset", "build_dataset", "dataset_info"]
+__all__ = ["DATASET_NAMES", "DatasetInfo", "SegmentationDataset", "build_dataset", "dataset_info"]

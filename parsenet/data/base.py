@@ -9,8 +9,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from parsenet.data.bad_samples import ON_BAD_SAMPLE
 from parsenet.data.info import DatasetInfo
-from parsenet.errors import DataError
+from parsenet.errors import ConfigError, DataError
 
 LABEL_MODES = ("P", "L")
 
@@ -46,7 +47,9 @@ class SegmentationDataset(Dataset):
 
     Every file is checked to exist when the dataset is built; sizes and label values are checked
     when a pair is loaded, so a bad pair fails with a message naming its files instead of
-    training on a misaligned or out-of-range label.
+    training on a misaligned or out-of-range label. With ``on_bad_sample="skip"`` a pair that
+    cannot be read is returned as ``{"skipped": [message]}`` instead (see
+    :mod:`parsenet.data.bad_samples`), and missing files are found when they are loaded.
 
     Args:
         pairs: (image path, label path) for every sample, in order.
@@ -54,6 +57,7 @@ class SegmentationDataset(Dataset):
         transform: applied to the decoded (image, label) pair; returns ``image`` and ``label``.
         label_map: optional lookup table (256 entries) applied to raw label values before the
             range check, e.g. to turn a dataset's void value into the ignore index.
+        on_bad_sample: ``raise`` (stop at the first bad pair) or ``skip``.
     """
 
     def __init__(
@@ -62,12 +66,19 @@ class SegmentationDataset(Dataset):
         info: DatasetInfo,
         transform: PairTransform | None = None,
         label_map: np.ndarray | None = None,
+        on_bad_sample: str = "raise",
     ) -> None:
+        if on_bad_sample not in ON_BAD_SAMPLE:
+            raise ConfigError(
+                f"data.on_bad_sample={on_bad_sample!r}; choose one of {', '.join(ON_BAD_SAMPLE)}"
+            )
         self.pairs = list(pairs)
         self.info = info
         self.transform = transform
         self.label_map = label_map
-        check_files_exist(self.pairs)
+        self.on_bad_sample = on_bad_sample
+        if on_bad_sample == "raise":
+            check_files_exist(self.pairs)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -79,6 +90,8 @@ class SegmentationDataset(Dataset):
     def load_label(self, index: int) -> np.ndarray:
         """Decode and check one label: values in the classes or the ignore index."""
         label_path = self.pairs[index][1]
+        if not label_path.is_file():
+            raise DataError(f"label file {label_path} does not exist")
         label = read_label(label_path)
         if self.label_map is not None:
             label = self.label_map[label]
@@ -88,6 +101,8 @@ class SegmentationDataset(Dataset):
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: RGB image and label with values in the classes or ignore."""
         image_path, label_path = self.pairs[index]
+        if not image_path.is_file():
+            raise DataError(f"image file {image_path} does not exist")
         image = read_image(image_path)
         label = self.load_label(index)
         if image.shape[:2] != label.shape:
@@ -98,7 +113,12 @@ class SegmentationDataset(Dataset):
         return image, label
 
     def __getitem__(self, index: int) -> dict:
-        image, label = self.load_pair(index)
+        try:
+            image, label = self.load_pair(index)
+        except DataError as error:
+            if self.on_bad_sample == "raise":
+                raise
+            return {"skipped": [str(error)]}
         if self.transform is None:
             return {"image": image, "label": label}
         return self.transform(image, label)

@@ -48,7 +48,10 @@ def void_to_ignore_map(void: int = CAMVID_VOID) -> np.ndarray:
 
 
 def camvid_dataset(
-    root: str | Path, split: str, transform: PairTransform | None = None
+    root: str | Path,
+    split: str,
+    transform: PairTransform | None = None,
+    on_bad_sample: str = "raise",
 ) -> SegmentationDataset:
     """Read ``root/<split>.txt`` whose lines are ``IMAGE_PATH LABEL_PATH``.
 
@@ -68,4 +71,6 @@ def camvid_dataset(
         if len(fields) != 2:
             raise DataError(f"{list_file}: line {line!r} is not 'IMAGE_PATH LABEL_PATH'")
         pairs.append(tuple(root / Path(field).parent.name / Path(field).name for field in fields))
-    return SegmentationDataset(pairs, CAMVID_INFO, transform, label_map=void_to_ignore_map())
+    return SegmentationDataset(
+        pairs, CAMVID_INFO, transform, label_map=void_to_ignore_map(), on_bad_sample=on_bad_sample
+    )

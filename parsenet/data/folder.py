@@ -1,20 +1,24 @@
 """Datasets in the plain folder layout: ``images/`` + ``masks/`` + one list file per split.
 
 This is the layout ``parsenet-data prepare`` writes for SiftFlow and PASCAL-Context (labels
-already mapped to ``0 … K−1`` with 255 ignored) and the one users give their own data in::
+already mapped to ``0 … K−1`` with 255 ignored) and the one users give their own data in
+(``data=folder``, with the label space in a small YAML file)::
 
     root/
       images/<id>.jpg      RGB images (the suffix is ``data.image_suffix``)
       masks/<id>.png       class indices, palette (P) or greyscale (L) PNGs; 255 = ignore
       train.txt, val.txt   one id per line
+      classes.yaml         data=folder only: class names (+ optional palette, ignore index)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from parsenet.data.base import PairTransform, SegmentationDataset, read_split_file
-from parsenet.data.info import DatasetInfo, voc_palette
+from parsenet.data.info import IGNORE_INDEX, DatasetInfo, voc_palette
 from parsenet.errors import DataError
 
 SIFTFLOW_CLASSES = (
@@ -44,12 +48,51 @@ CONTEXT59_INFO = _info("context59", CONTEXT59_CLASSES)
 CONTEXT60_INFO = _info("context60", ("background", *CONTEXT59_CLASSES))
 
 
+def read_classes_file(path: str | Path) -> DatasetInfo:
+    """The label space of a user's dataset from a YAML file::
+
+    name: roads                  # optional (default: the file's folder name)
+    classes: [background, road, car]
+    palette: [[0, 0, 0], [128, 64, 128], [0, 0, 142]]   # optional (default: VOC colours)
+    ignore_index: 255            # optional
+    """
+    path = Path(path)
+    try:
+        content = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise DataError(
+            f"cannot read the class file {path} ({error.strerror}); set data.classes to a YAML "
+            "file with 'classes: [name, …]'"
+        ) from None
+    except yaml.YAMLError as error:
+        raise DataError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(content, dict) or not content.get("classes"):
+        raise DataError(f"{path}: expected a mapping with 'classes: [name, …]'")
+    names = tuple(str(name) for name in content["classes"])
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: 'classes' lists a name twice")
+    palette = content.get("palette") or voc_palette(len(names))
+    if len(palette) != len(names) or any(
+        len(colour) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in colour)
+        for colour in palette
+    ):
+        raise DataError(
+            f"{path}: 'palette' needs one [R, G, B] (0–255) per class ({len(names)} classes)"
+        )
+    ignore_index = content.get("ignore_index", IGNORE_INDEX)
+    if not isinstance(ignore_index, int) or 0 <= ignore_index < len(names):
+        raise DataError(f"{path}: 'ignore_index' must be an integer that is not a class index")
+    name = str(content.get("name") or path.parent.name)
+    return DatasetInfo(name, names, tuple(tuple(c) for c in palette), ignore_index)
+
+
 def folder_dataset(
     root: str | Path,
     split: str,
     info: DatasetInfo,
     transform: PairTransform | None = None,
     image_suffix: str = ".jpg",
+    on_bad_sample: str = "raise",
 ) -> SegmentationDataset:
     """Read a dataset in the folder layout described in this module's docstring.
 
@@ -59,6 +102,7 @@ def folder_dataset(
         info: the label space.
         transform: applied to each decoded pair.
         image_suffix: file suffix of the images (``.jpg``, ``.png``, …).
+        on_bad_sample: ``raise`` or ``skip`` (see :class:`SegmentationDataset`).
     """
     base = Path(root)
     if not (base / "images").is_dir() or not (base / "masks").is_dir():
@@ -68,4 +112,4 @@ def folder_dataset(
         )
     ids = read_split_file(base / f"{split}.txt")
     pairs = [(base / "images" / f"{i}{image_suffix}", base / "masks" / f"{i}.png") for i in ids]
-    return SegmentationDataset(pairs, info, transform)
+    return SegmentationDataset(pairs, info, transform, on_bad_sample=on_bad_sample)

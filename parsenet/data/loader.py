@@ -25,7 +25,20 @@ def worker_init(worker_id: int) -> None:
 
 
 def collate_samples(samples: list[dict]) -> dict:
-    """Stack samples into a batch; images of different sizes are a clear error, not a crash."""
+    """Stack samples into a batch; images of different sizes are a clear error, not a crash.
+
+    The ``skipped`` messages of the samples (``data.on_bad_sample=skip``) are gathered into the
+    batch's ``skipped`` list; samples that are only a skip are left out, and a batch of nothing
+    but skips has no ``image``.
+    """
+    skipped = [message for sample in samples for message in sample.get("skipped", [])]
+    samples = [
+        {key: value for key, value in sample.items() if key != "skipped"}
+        for sample in samples
+        if "image" in sample
+    ]
+    if not samples:
+        return {"skipped": skipped}
     sizes = sorted({tuple(sample["image"].shape[-2:]) for sample in samples})
     if len(sizes) > 1:
         shown = ", ".join(f"{height}×{width}" for height, width in sizes)
@@ -33,7 +46,7 @@ def collate_samples(samples: list[dict]) -> dict:
             f"a batch mixes image sizes (H×W {shown}); set data.augment.crop_size to crop them "
             "to one size, or use train.batch_size=1"
         )
-    return default_collate(samples)
+    return {**default_collate(samples), "skipped": skipped}
 
 
 def make_loader(

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from parsenet.errors import DataError
+
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """The augmentation seed of the sample at ``position`` of ``epoch``'s permutation."""
@@ -69,7 +71,11 @@ class ResumableSampler(Sampler):
 
 
 class SeededSamples(Dataset):
-    """A dataset indexed by ``(index, seed)``: reseeds its augmentation, then loads the sample."""
+    """A dataset indexed by ``(index, seed)``: reseeds its augmentation, then loads the sample.
+
+    A sample the dataset skipped (``data.on_bad_sample=skip``) is replaced by the next readable
+    one, which carries the skipped messages along, so training batches keep their size.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -80,6 +86,12 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         index, seed = key
         transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "reseed"):
-            transform.reseed(seed)
-        return self.dataset[index]
+        skipped: list[str] = []
+        for offset in range(len(self.dataset)):
+            if hasattr(transform, "reseed"):
+                transform.reseed(seed)
+            sample = self.dataset[(index + offset) % len(self.dataset)]
+            skipped += sample.pop("skipped", [])
+            if "image" in sample:
+                return {**sample, "skipped": skipped} if skipped else sample
+        raise DataError(f"no sample of the dataset can be read; the first error: {skipped[0]}")

@@ -41,6 +41,7 @@ def voc_dataset(
     info: DatasetInfo = VOC_INFO,
     transform: PairTransform | None = None,
     label_dir: str = "SegmentationClass",
+    on_bad_sample: str = "raise",
 ) -> SegmentationDataset:
     """Read ``root/VOCdevkit/VOC2012``: ``ImageSets/Segmentation/<split>.txt`` lists the ids,
     ``JPEGImages/<id>.jpg`` are the images and ``<label_dir>/<id>.png`` the palette labels.
@@ -51,6 +52,7 @@ def voc_dataset(
         info: label space (VOC's 21 classes unless the tree holds another dataset).
         transform: applied to each decoded pair.
         label_dir: folder of label PNGs (``SegmentationClassAug`` for SBD-augmented labels).
+        on_bad_sample: ``raise`` or ``skip`` (see :class:`SegmentationDataset`).
     """
     base = Path(root) / VOC_SUBDIR
     if not base.is_dir():
@@ -60,4 +62,4 @@ def voc_dataset(
         )
     ids = read_split_file(base / "ImageSets" / "Segmentation" / f"{split}.txt")
     pairs = [(base / "JPEGImages" / f"{i}.jpg", base / label_dir / f"{i}.png") for i in ids]
-    return SegmentationDataset(pairs, info, transform)
+    return SegmentationDataset(pairs, info, transform, on_bad_sample=on_bad_sample)

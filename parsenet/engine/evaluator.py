@@ -7,7 +7,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from parsenet.engine.distributed import DistContext, all_reduce_sum, shard_indices
+from parsenet.data.bad_samples import BadSampleLog
+from parsenet.engine.distributed import (
+    DistContext,
+    all_reduce_sum,
+    gather_objects,
+    shard_indices,
+)
 from parsenet.engine.inference import InferenceMode
 from parsenet.metrics import ConfusionMatrix
 
@@ -29,6 +35,16 @@ def sum_over_processes(confusion: ConfusionMatrix, context: DistContext | None) 
     return confusion
 
 
+def gather_bad_samples(bad_samples: BadSampleLog, context: DistContext | None) -> BadSampleLog:
+    """The skipped samples of every process, merged (every process gets the merged log)."""
+    if context is None:
+        return bad_samples
+    merged = BadSampleLog()
+    for counts in gather_objects(dict(bad_samples.counts), context):
+        merged.merge(counts)
+    return merged
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -39,6 +55,7 @@ def evaluate(
     progress: bool = False,
     context: DistContext | None = None,
     mode: InferenceMode | None = None,
+    bad_samples: BadSampleLog | None = None,
 ) -> ConfusionMatrix:
     """Run the model on every image at its own size and count predictions against labels.
 
@@ -48,11 +65,16 @@ def evaluate(
     The argmax is taken on ``device`` and only the confusion matrix is kept, so memory does not
     grow with the split. Under torchrun each process evaluates its :func:`shard` and the matrices
     are summed, so every process returns the matrix of the whole split. The model is left in eval
-    mode.
+    mode. Samples the dataset skipped (``data.on_bad_sample=skip``) are left out and recorded in
+    ``bad_samples``.
     """
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index)
     for batch in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
+        if bad_samples is not None:
+            bad_samples.record(batch.get("skipped", []))
+        if "image" not in batch:
+            continue
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
         prediction = (mode or WHOLE).scores(model, images).argmax(dim=1)

@@ -7,6 +7,7 @@ import torch
 
 from parsenet.analysis import feature_norms, learned_scales
 from parsenet.data.base import SegmentationDataset
+from parsenet.errors import DataError
 from parsenet.models.head import CONTEXT_TAP
 from parsenet.models.parsenet import SegmentationNet
 from parsenet.visualize import comparison_panel
@@ -16,12 +17,22 @@ from parsenet.visualize import comparison_panel
 def validation_panels(
     model: SegmentationNet, dataset: SegmentationDataset, count: int, device: torch.device
 ) -> list[tuple[str, np.ndarray, torch.Tensor]]:
-    """For the first ``count`` images: (name, image | label | prediction panel, input tensor)."""
+    """For the first ``count`` images: (name, image | label | prediction panel, input tensor).
+
+    Under ``data.on_bad_sample=skip`` unreadable pairs are passed over (evaluation reports them).
+    """
     model.eval()
     info = dataset.info
     panels = []
-    for index in range(min(count, len(dataset))):
-        image, label = dataset.load_pair(index)
+    for index in range(len(dataset)):
+        if len(panels) == count:
+            break
+        try:
+            image, label = dataset.load_pair(index)
+        except DataError:
+            if dataset.on_bad_sample == "raise":
+                raise
+            continue
         tensor = dataset.transform(image, label)["image"].unsqueeze(0).to(device)
         prediction = model(tensor).argmax(dim=1)[0].cpu().numpy()
         panel = comparison_panel(image, label, prediction, info.palette, info.ignore_index)

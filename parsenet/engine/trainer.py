@@ -20,6 +20,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from parsenet.data import build_dataset, dataset_info
+from parsenet.data.bad_samples import BadSampleLog
 from parsenet.data.loader import collate_samples, make_loader, worker_init
 from parsenet.data.normalization import InputNormalization, get_normalization
 from parsenet.data.sampling import ResumableSampler, SeededSamples
@@ -31,7 +32,7 @@ from parsenet.engine.distributed import (
     gather_objects,
     main_process_first,
 )
-from parsenet.engine.evaluator import evaluate, shard
+from parsenet.engine.evaluator import evaluate, gather_bad_samples, shard
 from parsenet.engine.faults import NonFiniteGuard, StopRequest
 from parsenet.engine.insight import normalisation_scalars, stack_panels, validation_panels
 from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
@@ -122,7 +123,7 @@ class Trainer:
         self.precision = Precision(self.settings["amp"], self.device)
         seed_everything(cfg["seed"])
         data_cfg, model_cfg = cfg["data"], cfg["model"]
-        self.info = dataset_info(data_cfg["name"])
+        self.info = dataset_info(data_cfg)
         # One process downloads weights or generates data, the others read it afterwards.
         with main_process_first(self.context):
             normalization = self._build_model(model_cfg)
@@ -147,6 +148,7 @@ class Trainer:
             self.optimizer, self.settings["max_iters"], self.settings["poly_power"]
         )
         self.guard = NonFiniteGuard(self.settings["max_nonfinite"])
+        self.bad_samples = BadSampleLog()
         self.iteration = 0
         self.best_miou = float("-inf")
         self.step_lrs: dict[str, float] = {}  # learning rate of each group in the last step
@@ -226,6 +228,11 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg["seed"]),
         )
 
+    def epoch(self) -> int:
+        """Passes over the training split this process has completed."""
+        per_epoch = len(self.train_set) // self.global_batch * self.settings["batch_size"]
+        return self.samples_seen() // per_epoch
+
     def samples_seen(self) -> int:
         """Training samples this process has consumed: its position in the data order."""
         return self.iteration * self.settings["iter_size"] * self.settings["batch_size"]
@@ -240,6 +247,7 @@ class Trainer:
             "iteration": self.iteration,
             "best_miou": self.best_miou,
             "nonfinite": self.guard.state_dict(),
+            "bad_samples": dict(gather_bad_samples(self.bad_samples, self.context).counts),
             "rng": gather_objects(rng_state(), self.context),  # one per process
             "samples_seen": self.samples_seen(),
             "config": self.cfg,
@@ -267,6 +275,8 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.precision.scaler.load_state_dict(checkpoint["scaler"])
         self.guard.load_state_dict(checkpoint["nonfinite"])
+        if self.context.is_main:  # counts of all processes, kept once
+            self.bad_samples.merge(checkpoint.get("bad_samples", {}))
         self.iteration = checkpoint["iteration"]
         self.best_miou = checkpoint["best_miou"]
         states = checkpoint["rng"]
@@ -322,6 +332,7 @@ class Trainer:
             fetched = time.perf_counter()
             batch = next(batches)
             data_seconds += time.perf_counter() - fetched
+            self.bad_samples.record(batch["skipped"])
             sync = micro == iter_size - 1 or not self.context.distributed
             with nullcontext() if sync else self.forward_model.no_sync():
                 loss = self.forward_loss(batch) / iter_size
@@ -364,6 +375,7 @@ class Trainer:
             self.device,
             self.info.ignore_index,
             context=self.context,
+            bad_samples=self.bad_samples,
         )
         scores = confusion.compute(self.info.class_names)
         self.log.scalars(
@@ -404,9 +416,10 @@ class Trainer:
         panels = validation_panels(self.model, self.val_set, count, self.device)
         values.update(normalisation_scalars(self.model, [tensor for _, _, tensor in panels]))
         self.log.scalars(self.iteration, values, kind="insight")
-        self.log.image(
-            "val/panels", stack_panels([panel for _, panel, _ in panels]), self.iteration
-        )
+        if panels:
+            self.log.image(
+                "val/panels", stack_panels([panel for _, panel, _ in panels]), self.iteration
+            )
 
     def run(self) -> dict[str, Any]:
         """Train up to ``train.max_iters`` iterations, evaluate, and return the final metrics.
@@ -428,7 +441,15 @@ class Trainer:
                 disable=None if self.context.is_main else True,
             )
             while self.iteration < max_iters:
+                epoch = self.epoch()
                 step = self.train_step(batches)
+                if self.epoch() > epoch and self.bad_samples.total:
+                    log.warning(
+                        "epoch %d: %d bad samples skipped so far (%d files); see the run summary",
+                        epoch + 1,
+                        self.bad_samples.total,
+                        len(self.bad_samples.counts),
+                    )
                 window.append(step)
                 progress.update(1)
                 progress.set_postfix(loss=f"{step['loss']:.3f}")
@@ -447,6 +468,7 @@ class Trainer:
                     self.save_snapshot()
             progress.close()
             scores = self.validate()
+        bad_samples = gather_bad_samples(self.bad_samples, self.context)
         last = self.save("last.pt") or self.run_dir / "checkpoints" / "last.pt"
         self.save_snapshot()
         self.save_overlays(self.settings["num_overlays"])
@@ -459,6 +481,8 @@ class Trainer:
             dataset=self.info.name,
             split=self.cfg["data"]["val_split"],
         )
+        if self.cfg["data"].get("on_bad_sample") == "skip":
+            record["bad_samples"] = bad_samples.summary()
         if self.context.is_main:
             write_json(self.run_dir / "metrics.json", record)
         return record
