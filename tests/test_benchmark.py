@@ -1,0 +1,102 @@
+"""The FLOP counter against hand counts, and scripts/benchmark.py end to end in miniature."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, write_voc_tree
+from torch import nn
+
+from parsenet.engine.flops import count_macs, forward_flops
+from parsenet.models import build_model
+
+
+def test_mac_count_of_a_small_net_matches_a_hand_count():
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),  # 10×10 out: 100 · 8 · 3·3·3 = 21,600
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, dilation=1, groups=2),  # 5×5: 25·16·4·9 = 14,400
+        nn.ConvTranspose2d(16, 4, 4, stride=2, groups=4),  # per input: 25·16 · 1·16 = 6,400
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),  # 4 · 5 = 20
+    )
+    counts = count_macs(net, torch.zeros(2, 3, 10, 10))  # a batch of 2 doubles everything
+    assert counts == {"0": 2 * 21_600, "2": 2 * 14_400, "3": 2 * 6_400, "6": 2 * 20}
+    assert forward_flops(net, torch.zeros(1, 3, 10, 10)) == 2 * (21_600 + 14_400 + 6_400 + 20)
+    assert not net[0]._forward_hooks  # hooks are removed afterwards
+
+
+def test_parsenet_forward_is_121_gmac_at_500():
+    model = build_model({}, 21).eval()
+    counts = count_macs(model, torch.zeros(1, 3, 500, 500))
+    assert sum(counts.values()) / 1e9 == pytest.approx(121.0, abs=0.05)  # the paper notes' count
+    fc6 = 63 * 63 * 512 * 1024 * 9  # dilation changes nothing; ceil-mode pools give 63×63
+    assert counts["backbone.layers.fc6"] == fc6
+
+
+def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
+    voc = write_voc_tree(tmp_path / "voc", {"train": 3, "val": 2}, size=(40, 30))
+    out = tmp_path / "bench"
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "benchmark.py"),
+        "--width=0.0625",
+        "--repetitions=1",
+        "--warmup=0",
+        "--sizes=32",
+        "--batch=2",
+        "--data=synthetic",
+        f"--voc={voc}",
+        "--crops=32",
+        "--predict-images=2",
+        "--peak-size=128",
+        "--scaling-sizes=32,48",
+        "--scaling-batches=1,2",
+        f"--out={out}",
+    ]
+    for override in (
+        f"data.root={tmp_path / 'synthetic'}",
+        "data.num_train=8",
+        "data.num_val=2",
+        "data.height=24",
+        "data.width=64",
+        "data.num_workers=0",
+        "data.augment.crop_size=32",
+    ):
+        command.append(f"--override={override}")
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path, timeout=120)
+
+    report = json.loads((out / "benchmark.json").read_text())
+    environment = report["environment"]
+    assert {"command", "versions", "machine", "threads", "settings"} <= environment.keys()
+    assert environment["versions"]["torch"] == str(torch.__version__)
+    results = report["results"]
+    assert set(results) == {"peak", "training", "data", "inference", "predict", "scaling"}
+    assert {"float32 torch.mm", "float32 conv1x1", "float32 peak"} <= results["peak"].keys()
+    training = results["training"]
+    assert {"step 32", "e2e", "reference", "e2e ÷ step", "e2e ÷ reference"} == training.keys()
+    tiny = build_model({"backbone": {"width_mult": 0.0625}}, num_classes=5)  # synthetic: 5
+    step_flops = 3 * forward_flops(tiny, torch.zeros(2, 3, 32, 32))
+    assert training["step 32"]["gflop_per_step"] == pytest.approx(step_flops / 1e9)
+    assert set(results["data"]) == {
+        f"{pipeline} {decoder}"
+        for pipeline in ("train 32", "eval")
+        for decoder in ("pillow", "opencv")
+    } | {"decoder agreement"}
+    assert results["data"]["decoder agreement"]["max_abs_difference"] == 0
+    assert set(results["scaling"]) == {"size 32 batch 1", "size 48 batch 1", "size 32 batch 2"}
+    timed = [item for part in results.values() for item in part.values() if "raw" in item]
+    assert len(timed) == 19  # every figure but the decoder agreement and the peak memory
+    for item in timed:
+        assert len(item["raw"]) == 1
+        assert all(math.isfinite(value) and value > 0 for value in [item["median"], *item["raw"]])
+    assert results["inference"]["peak memory"]["median"] > 0
+    table = (out / "benchmark.md").read_text()
+    assert "| e2e ÷ reference |" in table and "### scaling" in table
