@@ -1,0 +1,66 @@
+"""What the dataset converters share: index PNGs, list files, split-size checks, file links."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from parsenet.data.info import voc_palette
+from parsenet.errors import DataError
+
+PALETTE_BYTES = bytes(channel for colour in voc_palette(256) for channel in colour)
+
+
+def write_index_png(label: np.ndarray, path: Path) -> None:
+    """Save class indices (uint8, 255 = ignore) as a palette PNG with the VOC colours."""
+    image = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), mode="P")
+    image.putpalette(PALETTE_BYTES)
+    image.save(path)
+
+
+def write_list(path: Path, ids: Iterable[str]) -> int:
+    """Write one id per line; returns how many."""
+    ids = list(ids)
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return len(ids)
+
+
+def read_ids(path: Path) -> list[str]:
+    """The ids of a list file (first field of each non-empty line)."""
+    if not path.is_file():
+        raise DataError(f"list file {path} does not exist")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_count(what: str, found: int, expected: int, allow_partial: bool) -> None:
+    """Assert a split has its published size (a subset passes with ``--allow-partial``)."""
+    if found != expected and not allow_partial:
+        raise DataError(
+            f"{what}: expected {expected:,} images, found {found:,}; the download is "
+            "incomplete or not the official release (pass --allow-partial to accept a subset)"
+        )
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (a file, or a folder to put it in), else copy it."""
+    if not source.is_file():
+        raise DataError(f"{source} does not exist; the unpacked release is incomplete")
+    if target.is_dir():
+        target = target / source.name
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def label_lookup(mapping: Sequence[tuple[int, int]], size: int, default: int) -> np.ndarray:
+    """A uint8 table over raw values ``0 … size−1``: ``default`` except the given pairs."""
+    table = np.full(size, default, dtype=np.uint8)
+    for raw, index in mapping:
+        table[raw] = index
+    return table
