@@ -67,7 +67,14 @@ def run_cli(
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
     """Run a console script (as ``python -m parsenet.cli.<module>``) and capture its output."""
-    modules = {"train": "train", "eval": "evaluate", "predict": "predict", "export": "export"}
+    modules = {
+        "train": "train",
+        "eval": "evaluate",
+        "predict": "predict",
+        "export": "export",
+        "convert": "convert",
+        "data": "data",
+    }
     module = modules[command.removeprefix("parsenet-")]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
