@@ -58,6 +58,18 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def integer_map(values: np.ndarray, path: Path, key: str, size: int) -> np.ndarray:
+    """A 2-D label map read from a ``.mat`` (integers, or MATLAB doubles holding integers)
+    checked to lie in ``0 … size−1``, as int64."""
+    values = np.asarray(values)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
+        raise DataError(f"{path}: {key} must be a 2-D numeric label map")
+    integers = values.astype(np.int64)
+    if np.any(integers != values) or integers.min(initial=0) < 0 or integers.max(initial=0) >= size:
+        raise DataError(f"{path}: {key} must hold whole numbers 0–{size - 1}")
+    return integers
+
+
 def label_lookup(mapping: Sequence[tuple[int, int]], size: int, default: int) -> np.ndarray:
     """A uint8 table over raw values ``0 … size−1``: ``default`` except the given pairs."""
     table = np.full(size, default, dtype=np.uint8)

@@ -23,6 +23,7 @@ from parsenet.data.info import IGNORE_INDEX
 from parsenet.data.prepare.archive import extract, find_one, staged
 from parsenet.data.prepare.common import (
     check_count,
+    integer_map,
     label_lookup,
     link_or_copy,
     read_ids,
@@ -76,12 +77,10 @@ def context_lookups(classes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
 def read_label_map(path: Path, size: int) -> np.ndarray:
     """The raw ``LabelMap`` of a ``trainval/<id>.mat``."""
     try:
-        label = np.asarray(scipy.io.loadmat(path)["LabelMap"])
+        label = scipy.io.loadmat(path)["LabelMap"]
     except (OSError, ValueError, KeyError) as error:
         raise DataError(f"{path} is not a PASCAL-Context label (LabelMap): {error}") from None
-    if label.ndim != 2 or label.min(initial=0) < 0 or label.max(initial=0) >= size:
-        raise DataError(f"{path}: LabelMap must be a 2-D map of values 0–{size - 1}")
-    return label
+    return integer_map(label, path, "LabelMap", size)
 
 
 def prepare_context(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:

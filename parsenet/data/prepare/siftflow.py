@@ -18,7 +18,13 @@ from tqdm import tqdm
 from parsenet.data.folder import SIFTFLOW_CLASSES
 from parsenet.data.info import IGNORE_INDEX
 from parsenet.data.prepare.archive import extract, find_one, staged
-from parsenet.data.prepare.common import check_count, label_lookup, write_index_png, write_list
+from parsenet.data.prepare.common import (
+    check_count,
+    integer_map,
+    label_lookup,
+    write_index_png,
+    write_list,
+)
 from parsenet.data.prepare.download import Source, fetch
 from parsenet.errors import DataError
 
@@ -44,12 +50,10 @@ def read_test_ids(path: Path) -> set[str]:
 def read_siftflow_label(path: Path) -> np.ndarray:
     """Class indices 0–32 (255 = unlabeled) from a ``SemanticLabels`` ``.mat`` (``S``)."""
     try:
-        raw = np.asarray(scipy.io.loadmat(path)["S"])
+        raw = scipy.io.loadmat(path)["S"]
     except (OSError, ValueError, KeyError) as error:
         raise DataError(f"{path} is not a SiftFlow label (S): {error}") from None
-    if raw.ndim != 2 or raw.min(initial=0) < 0 or raw.max(initial=0) >= len(SIFTFLOW_LOOKUP):
-        raise DataError(f"{path}: S must be a 2-D map of values 0–{len(SIFTFLOW_LOOKUP) - 1}")
-    return SIFTFLOW_LOOKUP[raw]
+    return SIFTFLOW_LOOKUP[integer_map(raw, path, "S", len(SIFTFLOW_LOOKUP))]
 
 
 def prepare_siftflow(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from parsenet.data.prepare.archive import extract, find_one, staged
 from parsenet.data.prepare.common import (
     check_count,
+    integer_map,
     link_or_copy,
     read_ids,
     write_index_png,
@@ -88,9 +89,7 @@ def read_sbd_label(path: Path) -> np.ndarray:
         label = np.asarray(content["GTcls"].Segmentation)
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise DataError(f"{path} is not an SBD class label (GTcls.Segmentation): {error}") from None
-    if label.ndim != 2 or label.max(initial=0) > 20:
-        raise DataError(f"{path}: GTcls.Segmentation must be a 2-D map of classes 0–20")
-    return label.astype(np.uint8)
+    return integer_map(label, path, "GTcls.Segmentation", 21).astype(np.uint8)
 
 
 def prepare_sbd(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:

