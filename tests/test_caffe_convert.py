@@ -20,7 +20,7 @@ from conftest import assert_one_line_error, compose_train, run_cli
 from PIL import Image
 from torch import nn
 
-from parsenet.convert import read_caffemodel
+from parsenet.convert import CaffeModelError, read_caffemodel
 from parsenet.convert.caffe_layers import load_caffe_weights
 from parsenet.data.normalization import get_normalization
 from parsenet.engine.checkpoint import load_checkpoint, restore_model
@@ -133,8 +133,9 @@ def random_parsenet(rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
     for score in ("fc7_norm_score21", "pool6_1x1_norm_score21"):
         weight = rng.standard_normal((21, 1024, 1, 1), np.float32) * np.float32(0.1)
         blobs[score] = [weight, rng.normal(0, 0.1, 21).astype(np.float32)]
+    # Not bilinear (not symmetric), so a flipped kernel would show.
     blobs["upscore21"] = [
-        rng.uniform(0.5, 1.5, (21, 1, 16, 16)).astype(np.float32),  # not bilinear: shows orientation
+        rng.uniform(0.5, 1.5, (21, 1, 16, 16)).astype(np.float32),
         rng.normal(0, 0.1, 21).astype(np.float32),
     ]
     return blobs
@@ -142,8 +143,9 @@ def random_parsenet(rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory) -> tuple[dict[str, list[np.ndarray]], dict[str, bytes], Path]:
-    """Blobs of the released ParseNet, each layer encoded (trunk as LayerParameter with shape,
-    the head with legacy dims) and the whole file."""
+    """Blobs of the released ParseNet, each layer encoded (the trunk with ``shape``, the
+    Normalize and score layers with legacy 4-D dims, upscore21 as a V1 Deconvolution) and the
+    whole file."""
     blobs = random_parsenet(np.random.default_rng(0))
     head = ("fc7_norm", "pool6_1x1_norm", "fc7_norm_score21", "pool6_1x1_norm_score21")
     layers = {
@@ -276,6 +278,12 @@ def test_reader_decodes_both_layer_fields_packed_and_unpacked(tmp_path: Path) ->
     np.testing.assert_array_equal(norm.blobs[0], scale.astype(np.float32))
     np.testing.assert_array_equal(up.blobs[0], deconv)
     assert set(net.weighted_layers()) == {"conv_a", "conv_b", "norm", "up"}
+    path.write_bytes(encode_net([*layers, layers[0]]))
+    with pytest.raises(CaffeModelError, match="several layers with weights named conv_a"):
+        read_caffemodel(path)
+    (tmp_path / "weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(CaffeModelError, match="HDF5"):
+        read_caffemodel(tmp_path / "weights.h5")
 
 
 def test_mapping_copies_exactly_reports_unused_and_fills_absent_bias(tmp_path: Path) -> None:

@@ -231,7 +231,8 @@ def read_caffemodel(path: str | Path) -> CaffeNet:
     """Read a binary ``.caffemodel`` (a serialised ``NetParameter``).
 
     Raises:
-        CaffeModelError: the file is missing, is HDF5, is truncated or is not a NetParameter.
+        CaffeModelError: the file is missing or unreadable, is HDF5, is truncated, is not a
+            NetParameter, or has no (or ambiguously named) weighted layers.
     """
     path = Path(path)
     if not path.is_file():
@@ -239,7 +240,10 @@ def read_caffemodel(path: str | Path) -> CaffeNet:
             f"{path}: no such file; give the path of the .caffemodel (e.g. "
             "VGG_VOC2012ext.caffemodel or VGG_ILSVRC_16_layers_fc_reduced.caffemodel)"
         )
-    buffer = path.read_bytes()
+    try:
+        buffer = path.read_bytes()
+    except OSError as error:
+        raise CaffeModelError(f"{path} cannot be read: {error.strerror or error}") from None
     if buffer.startswith(HDF5_SIGNATURE):
         raise CaffeModelError(
             f"{path} is an HDF5 snapshot (.caffemodel.h5); convert the binary protobuf "
@@ -252,8 +256,15 @@ def read_caffemodel(path: str | Path) -> CaffeNet:
             f"{path} is not a complete Caffe NetParameter ({error}); the file is truncated or "
             "not a binary .caffemodel — download it again and check its sha1"
         ) from None
-    if not any(layer.blobs for layer in layers):
+    weighted = [layer.name for layer in layers if layer.blobs]
+    if not weighted:
         raise CaffeModelError(
             f"{path} holds no layers with weights; is it a .caffemodel (not a .prototxt)?"
+        )
+    repeated = sorted({name for name in weighted if weighted.count(name) > 1})
+    if repeated:
+        raise CaffeModelError(
+            f"{path} has several layers with weights named {', '.join(repeated)}; layer names "
+            "must be unique to map them"
         )
     return CaffeNet(name, tuple(layers), hashlib.sha1(buffer).hexdigest())

@@ -5,7 +5,8 @@ Sources for ``model.backbone.pretrained``:
 - ``imagenet``: torchvision's VGG16 ImageNet weights (downloaded into the torch hub cache);
 - a path to a torchvision VGG16 state dict (``features.*`` / ``classifier.*`` keys);
 - a path to a Caffe-converted reduced VGG16 (``vgg16_reducedfc.pth`` of the SSD ports: the
-  ``nn.ModuleList`` keys ``0.weight`` … ``33.weight``, fc6 already 1024×512×3×3);
+  ``nn.ModuleList`` keys ``0.weight`` … ``33.weight``, fc6 already 1024×512×3×3; also what
+  ``parsenet-convert caffe VGG_ILSVRC_16_layers_fc_reduced.caffemodel`` writes);
 - ``none``: random initialisation.
 
 Each source implies the input convention its weights were trained with (``torchvision``: RGB in
