@@ -311,6 +311,8 @@ def test_mapping_copies_exactly_reports_unused_and_fills_absent_bias(tmp_path: P
     assert torch.equal(module["b"].bias, torch.zeros(4))
     assert report.layers == ["conv", "nobias"] and report.zero_biases == ["nobias"]
     assert [layer.name for layer in report.unused] == ["extra"]
+    with pytest.raises(CaffeModelError, match="no Caffe layer maps to b.bias, b.weight"):
+        load_caffe_weights(module, {"conv": "a"}, read_caffemodel(path), "parsenet_voc", "x")
 
 
 def test_released_net_converts_exactly(released, converted: Path) -> None:

@@ -111,7 +111,8 @@ def load_caffe_weights(
         source: the file's path, for messages.
 
     Raises:
-        CaffeModelError: a layer is missing, has the wrong number of blobs or a wrong shape.
+        CaffeModelError: a parameter of ``module`` has no Caffe layer, or a layer is missing,
+            has the wrong number of blobs or a wrong shape.
     """
     state = module.state_dict()
     keys_of = {
