@@ -111,6 +111,6 @@ def format_report(info: DatasetInfo, root: str, reports: list[SplitReport]) -> s
         ]  # fmt: skip
         if absent:
             lines.append(f"classes that never occur: {', '.join(absent)}")
-    problems = [problem for r in reports for problem in r.problems]
+    problems = list(dict.fromkeys(problem for r in reports for problem in r.problems))
     lines += ["", f"bad files: {len(problems)}", *(f"  {problem}" for problem in problems)]
     return "\n".join(lines)
