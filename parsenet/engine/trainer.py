@@ -260,8 +260,8 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         if "optimizer" not in checkpoint or "rng" not in checkpoint:
             raise CheckpointError(
-                f"checkpoint {path} holds weights only, not a training state to resume; use it "
-                "as model.backbone.pretrained or start a new run"
+                f"checkpoint {path} holds weights only (e.g. a converted Caffe model), not a "
+                "training state to resume; evaluate or predict with it, or start a new run"
             )
         try:
             self.model.load_state_dict(checkpoint["model"])
