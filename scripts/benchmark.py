@@ -75,7 +75,8 @@ from parsenet.report import write_json
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("peak", "step", "e2e", "reference", "data", "inference", "predict", "scaling")
 TRAINING_PARTS = ("step", "e2e", "reference")
-DEFAULT_VOC = os.environ.get("PARSENET_VOC", "/work/shared/datasets/voc2012-sample")
+# as configs/data/voc.yaml: $PARSENET_VOC, else the data root
+DEFAULT_VOC = os.environ.get("PARSENET_VOC", os.environ.get("PARSENET_DATA_ROOT", "data"))
 INFERENCE_SIZE = (375, 500)  # H×W of a typical VOC image
 Step = Callable[[], None]
 
@@ -219,8 +220,9 @@ def measure_peak(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
                 for name, values in seconds.items()
             }
             results.update(engines)
-            best = max(engines.values(), key=lambda item: item["median"])
-            results[f"{dtype_name} peak"] = figure(best["raw"], "GFLOP/s")
+            best = max(engines, key=lambda name: engines[name]["median"])
+            engine = best.split(" ", 1)[1]
+            results[f"{dtype_name} peak"] = figure(engines[best]["raw"], "GFLOP/s", engine=engine)
     return results
 
 
@@ -251,12 +253,26 @@ def repeat_calls(step: Step, count: int) -> Step:
     return repeated
 
 
-def peak_gflops(results: dict[str, Any], setup: Setup) -> float | None:
-    """The measured peak for the model's precision (None if the peak was not measured)."""
-    peak = results.get("peak", {}).get(
-        "bfloat16 peak" if setup.amp_dtype is not None else "float32 peak"
-    )
-    return peak["median"] if peak else None
+def peak_gemm(args: argparse.Namespace, setup: Setup, peak: dict | None) -> tuple[Step, float]:
+    """The peak part's best GEMM for the model's precision as a step, and its GFLOP."""
+    dtype = torch.bfloat16 if setup.amp_dtype is not None else torch.float32
+    engine = peak[f"{str(dtype).removeprefix('torch.')} peak"]["engine"]
+    step = gemm_engines(args.peak_size, dtype, setup.device)[engine]
+    calls = calls_per_repetition(step, setup.device)
+    return repeat_calls(step, calls), 2 * args.peak_size**3 * calls / 1e9
+
+
+def with_peak(
+    steps: dict[str, Step], args: argparse.Namespace, setup: Setup, peak: dict | None
+) -> tuple[dict[str, list[float]], list[float] | None]:
+    """Seconds of ``steps`` taking turns, with the peak GEMM taking its turn too when the peak
+    was measured (so a fraction of peak compares rates measured side by side, whatever else
+    runs on the machine); also the GEMM's GFLOP/s per repetition."""
+    if peak is None:
+        return round_robin(steps, setup.device, args.warmup, args.repetitions), None
+    gemm, gflop = peak_gemm(args, setup, peak)
+    seconds = round_robin({**steps, "peak": gemm}, setup.device, args.warmup, args.repetitions)
+    return seconds, rates(gflop, seconds.pop("peak"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,9 +347,10 @@ def reference_step(cfg: dict[str, Any], setup: Setup) -> Step:
 
 
 def measure_training(
-    args: argparse.Namespace, setup: Setup, parts: list[str], peak: float | None
+    args: argparse.Namespace, setup: Setup, parts: list[str], peak: dict | None
 ) -> dict[str, Any]:
-    """The model step at each size, the trainer and the reference loop, interleaved."""
+    """The model step at each size, the trainer and the reference loop (and the peak GEMM),
+    interleaved."""
     cfg = train_config(args, args.out / "train")
     crop = cfg["data"]["augment"]["crop_size"]
     steps: dict[str, Step] = {}
@@ -345,9 +362,9 @@ def measure_training(
         steps["e2e"] = trainer_step(cfg, args.out / "train")
     if "reference" in parts:
         steps["reference"] = reference_step(cfg, setup)
-    seconds = round_robin(steps, setup.device, args.warmup, args.repetitions)
+    seconds, peak_rates = with_peak(steps, args, setup, peak)
     results: dict[str, Any] = {
-        name: step_figure(seconds[name], args.batch, flops[name], peak) for name in flops
+        name: step_figure(seconds[name], args.batch, flops[name], peak_rates) for name in flops
     }
     for name in ("e2e", "reference"):
         if name in seconds:
@@ -360,17 +377,22 @@ def measure_training(
 
 
 def step_figure(
-    seconds: list[float], batch: int, flops: float, peak: float | None
+    seconds: list[float], batch: int, flops: float, peak_rates: list[float] | None
 ) -> dict[str, Any]:
-    """Images/s of a model step with its achieved GFLOP/s and fraction of the peak."""
-    achieved = statistics.median(rates(flops / 1e9, seconds))
+    """Images/s of a model step with its achieved GFLOP/s and, given the GFLOP/s of the peak GEMM
+    in the same repetitions, the median of the fractions of peak."""
+    achieved = rates(flops / 1e9, seconds)
+    fractions = None
+    if peak_rates is not None:
+        fractions = [mine / best for mine, best in zip(achieved, peak_rates, strict=True)]
     return figure(
         rates(batch, seconds),
         "images/s",
         batch=batch,
         gflop_per_step=flops / 1e9,
-        achieved_gflops=achieved,
-        fraction_of_peak=achieved / peak if peak else None,
+        achieved_gflops=statistics.median(achieved),
+        fraction_of_peak=statistics.median(fractions) if fractions else None,
+        peak_gflops_alongside=statistics.median(peak_rates) if peak_rates else None,
     )
 
 
@@ -391,9 +413,10 @@ def decode_pillow(path: Path) -> np.ndarray:
 
 
 def decode_opencv(path: Path) -> np.ndarray:
-    """RGB uint8 through OpenCV (EXIF orientation ignored, as Pillow does)."""
+    """RGB uint8 through OpenCV (EXIF orientation ignored, as Pillow does), as ``read_image``."""
     flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    return cv2.cvtColor(cv2.imread(str(path), flags), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 DECODERS = {"pillow": decode_pillow, "opencv": decode_opencv}
@@ -469,7 +492,7 @@ def inference_worker(
     model = setup.prepare(build_model(model_cfg, num_classes)).eval()
     images = setup.images(1, *INFERENCE_SIZE)
     whole = InferenceMode("whole")
-    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before_mb = peak_resident_mb()
     if setup.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(setup.device)
 
@@ -482,8 +505,19 @@ def inference_worker(
     if setup.device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(setup.device) / 2**20
     else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = peak_resident_mb()
     return {"seconds": seconds["inference"], "peak_mb": peak_mb, "before_mb": before_mb}
+
+
+def peak_resident_mb() -> float:
+    """This process's peak resident memory: ``VmHWM`` on Linux, which starts afresh in a new
+    program (``ru_maxrss`` keeps the parent's peak across fork and exec); else ``ru_maxrss``."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
@@ -572,16 +606,22 @@ def measure_predict(args: argparse.Namespace) -> dict[str, Any]:
 # Scaling
 
 
-def measure_scaling(args: argparse.Namespace, setup: Setup, peak: float | None) -> dict[str, Any]:
-    """Model-step time vs input size (batch 1) and vs batch size (at the first of ``--sizes``)."""
+def measure_scaling(args: argparse.Namespace, setup: Setup, peak: dict | None) -> dict[str, Any]:
+    """Model-step time vs input size (batch 1) and vs batch size (at the first of ``--sizes``);
+    on a GPU also the peak memory of each."""
     cfg = train_config(args, args.out / "train")
     shapes = [(1, size) for size in args.scaling_sizes]
     shapes += [(batch, args.sizes[0]) for batch in args.scaling_batches]
     results: dict[str, Any] = {}
     for batch, size in dict.fromkeys(shapes):
+        if setup.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(setup.device)
         step, flops = model_step(cfg, setup, batch, size)
-        seconds = round_robin({"step": step}, setup.device, args.warmup, args.repetitions)
-        results[f"size {size} batch {batch}"] = step_figure(seconds["step"], batch, flops, peak)
+        seconds, peak_rates = with_peak({"step": step}, args, setup, peak)
+        entry = step_figure(seconds["step"], batch, flops, peak_rates)
+        if setup.device.type == "cuda":  # a CPU process's peak cannot be reset between shapes
+            entry["peak_gpu_mb"] = torch.cuda.max_memory_allocated(setup.device) / 2**20
+        results[f"size {size} batch {batch}"] = entry
     return results
 
 
@@ -628,9 +668,16 @@ def cpu_name() -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report's figures as one markdown table per part."""
-    lines = [f"Command: `{report['environment']['command']}`", ""]
+    environment = report["environment"]
+    lines = [f"Command: `{environment['command']}`", ""]
     for part, figures in report["results"].items():
-        lines += [f"### {part}", "", "| figure | median | unit | details |", "|---|---|---|---|"]
+        before, after = environment["load_average_per_part"][part]
+        lines += [
+            f"### {part} (1-minute load average {before:.2f} → {after:.2f})",
+            "",
+            "| figure | median | unit | details |",
+            "|---|---|---|---|",
+        ]
         for name, item in figures.items():
             details = ", ".join(
                 f"{key} {format_number(value)}"
@@ -733,20 +780,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup = Setup(args)
     report: dict[str, Any] = {"environment": environment(args), "results": {}}
     results = report["results"]
-    if "peak" in parts:
-        results["peak"] = measure_peak(args, setup)
-    peak = peak_gflops(results, setup)
-    if any(part in parts for part in TRAINING_PARTS):
-        results["training"] = measure_training(args, setup, parts, peak)
-    if "data" in parts:
-        results["data"] = measure_data(args)
-    if "inference" in parts:
-        results["inference"] = measure_inference(args)
-    if "predict" in parts:
-        results["predict"] = measure_predict(args)
-    if "scaling" in parts:
-        results["scaling"] = measure_scaling(args, setup, peak)
-    report["environment"]["load_average_after"] = list(os.getloadavg())
+    loads = report["environment"]["load_average_per_part"] = {}
+    measurements: dict[str, Callable[[], dict[str, Any]]] = {
+        "peak": lambda: measure_peak(args, setup),
+        "training": lambda: measure_training(args, setup, parts, results.get("peak")),
+        "data": lambda: measure_data(args),
+        "inference": lambda: measure_inference(args),
+        "predict": lambda: measure_predict(args),
+        "scaling": lambda: measure_scaling(args, setup, results.get("peak")),
+    }
+    chosen = {*parts, "training"} if set(parts) & set(TRAINING_PARTS) else set(parts)
+    for name, measure in measurements.items():
+        if name in chosen:
+            before = os.getloadavg()[0]
+            print(f"measuring {name} (load average {before:.2f})", flush=True)
+            results[name] = measure()
+            loads[name] = [before, os.getloadavg()[0]]
     write_json(args.out / "benchmark.json", report)
     table = markdown(report)
     (args.out / "benchmark.md").write_text(table + "\n")
