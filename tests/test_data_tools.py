@@ -28,7 +28,8 @@ def damage(root: Path) -> dict[str, str]:
     (base / "JPEGImages" / f"{ids[0]}.jpg").unlink()
     (base / "SegmentationClass" / f"{ids[1]}.png").unlink()
     jpeg = base / "JPEGImages" / f"{ids[2]}.jpg"
-    jpeg.write_bytes(jpeg.read_bytes()[:200])  # truncated
+    encoded = jpeg.read_bytes()
+    jpeg.write_bytes(encoded[: len(encoded) * 6 // 10])  # truncated in the middle of the scan
     write_palette_png(np.zeros((10, 10)), base / "SegmentationClass" / f"{ids[3]}.png")
     write_palette_png(np.full((30, 40), 50), base / "SegmentationClass" / f"{ids[4]}.png")
     Image.new("RGB", (40, 30), (128, 0, 0)).save(base / "SegmentationClass" / f"{ids[5]}.png")
