@@ -193,10 +193,11 @@ def sgd(model: nn.Module, optim_cfg: dict[str, Any]) -> torch.optim.SGD:
 
 def gemm_engines(n: int, dtype: torch.dtype, device: torch.device) -> dict[str, Step]:
     """One n×n×n matrix product through each GEMM engine: ``torch.mm`` (BLAS / cuBLAS) and a
-    1×1 convolution over n channels and n pixels (oneDNN / cuDNN)."""
+    1×1 convolution over n channels and n pixels (oneDNN / cuDNN), channels last so that it is a
+    plain (pixels × channels) · (channels × channels) product with no layout conversion."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    pixels = a.view(1, n, n // 64, 64) if n % 64 == 0 else a.view(1, n, n, 1)
+    pixels = a.view(1, n // 64, 64, n).permute(0, 3, 1, 2)  # N×C×H×W view of NHWC memory
     kernel = b.view(n, n, 1, 1)
     return {"torch.mm": lambda: torch.mm(a, b), "conv1x1": lambda: F.conv2d(pixels, kernel)}
 
@@ -299,11 +300,16 @@ def model_step(cfg: dict[str, Any], setup: Setup, batch: int, size: int) -> tupl
     return step, flops
 
 
-def trainer_step(cfg: dict[str, Any], run_dir: Path) -> Step:
-    """One ``Trainer.train_step`` on the trainer's own training loader, as ``run()`` drives it."""
+def trainer_step(cfg: dict[str, Any], run_dir: Path, data_waits: list[float]) -> Step:
+    """One ``Trainer.train_step`` on the trainer's own training loader, as ``run()`` drives it;
+    the seconds each step waited for its batch go to ``data_waits``."""
     trainer = Trainer(cfg, run_dir)
     batches = iter(trainer.train_loader())
-    return lambda: trainer.train_step(batches)
+
+    def step() -> None:
+        data_waits.append(trainer.train_step(batches)["data_seconds"])
+
+    return step
 
 
 def reference_step(cfg: dict[str, Any], setup: Setup) -> Step:
@@ -358,8 +364,9 @@ def measure_training(
     if "step" in parts:
         for size in args.sizes:
             steps[f"step {size}"], flops[f"step {size}"] = model_step(cfg, setup, args.batch, size)
+    data_waits: list[float] = []
     if "e2e" in parts:
-        steps["e2e"] = trainer_step(cfg, args.out / "train")
+        steps["e2e"] = trainer_step(cfg, args.out / "train", data_waits)
     if "reference" in parts:
         steps["reference"] = reference_step(cfg, setup)
     seconds, peak_rates = with_peak(steps, args, setup, peak)
@@ -369,11 +376,31 @@ def measure_training(
     for name in ("e2e", "reference"):
         if name in seconds:
             results[name] = figure(rates(args.batch, seconds[name]), "images/s", crop=crop)
+    if data_waits:  # the timed steps' waits (the warm-up's come first)
+        results["e2e"]["data_wait_s"] = statistics.median(data_waits[-args.repetitions :])
+    if args.profile:
+        profile_steps(steps, setup.device, args.out / "profiles")
     ratios = {"e2e ÷ step": ("e2e", f"step {crop}"), "e2e ÷ reference": ("e2e", "reference")}
     for label, (top, bottom) in ratios.items():
         if top in results and bottom in results:
             results[label] = figure(throughput_ratios(seconds[top], seconds[bottom]), "ratio")
     return results
+
+
+def profile_steps(steps: dict[str, Step], device: torch.device, folder: Path) -> None:
+    """One more call of each step under ``torch.profiler``: ``folder/<step>.txt`` gets its
+    operators by self CPU time (and CUDA time on a GPU), for reading where a step's time goes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    sort = "self_cpu_time_total"
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        sort = "self_cuda_time_total"
+    for name, step in steps.items():
+        with torch.profiler.profile(activities=activities) as profile:
+            time_once(step, device)
+        table = profile.key_averages().table(sort_by=sort, row_limit=25)
+        (folder / f"{name.replace(' ', '_')}.txt").write_text(table + "\n")
 
 
 def step_figure(
@@ -730,6 +757,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="NHWC layout (default: on GPU only)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
+    parser.add_argument(
+        "--profile", action="store_true", help="profile one more training step of each kind"
+    )
     parser.add_argument("--data", default="camvid", help="dataset config of e2e/reference")
     parser.add_argument(
         "--override",
@@ -767,6 +797,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    if args.peak_size % 64:
+        parser.error("--peak-size must be a multiple of 64")
     if args.predict_images < 2:
         parser.error("--predict-images must be at least 2 (latency is the spacing of outputs)")
     return args

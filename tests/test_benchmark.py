@@ -59,6 +59,7 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
         "--peak-size=128",
         "--scaling-sizes=32,48",
         "--scaling-batches=1,2",
+        "--profile",
         f"--out={out}",
     ]
     for override in (
@@ -98,5 +99,8 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
         assert len(item["raw"]) == 1
         assert all(math.isfinite(value) and value > 0 for value in [item["median"], *item["raw"]])
     assert results["inference"]["peak memory"]["median"] > 0
+    assert training["e2e"]["data_wait_s"] >= 0
+    for step in ("step_32", "e2e", "reference"):
+        assert "Self CPU" in (out / "profiles" / f"{step}.txt").read_text()
     table = (out / "benchmark.md").read_text()
     assert "| e2e ÷ reference |" in table and "### scaling" in table
