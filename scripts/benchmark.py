@@ -8,11 +8,14 @@ Parts (``--parts``, all by default):
 
 - ``peak``: the dense matmul rate of the machine, through both GEMM engines torch has (its BLAS
   behind ``torch.mm`` and, as a 1×1 convolution, the convolution library); the better one is the
-  peak every fraction below refers to.
+  peak. Float32 (strict, no TF32) everywhere, and bfloat16 on a GPU.
 - ``step``: forward + backward + SGD step of the model on tensors already in memory, per size in
-  ``--sizes``; images/s and FLOP/s (counted by :mod:`parsenet.engine.flops`) as a fraction of peak.
+  ``--sizes``; images/s and FLOP/s (counted by :mod:`parsenet.engine.flops`) as a fraction of the
+  peak GEMM's rate measured alongside (the peak's engine takes a turn between the steps).
 - ``e2e``: the real :class:`~parsenet.engine.trainer.Trainer` — its loader (workers, seeded
-  sampler) and its ``train_step`` (precision, non-finite guard, schedule) — on decoded images.
+  sampler) and its ``train_step`` (precision, gradient norm, non-finite guard, schedule) — on
+  decoded images (``--data``, CamVid by default); ``run()``'s logging, evaluations and
+  checkpoints are outside the timed steps.
 - ``reference``: a plain loop in torchvision-reference style (DataLoader, model, SGD,
   cross-entropy) on the same data and model.
 - ``data``: one loader worker's images/s for the VOC train pipeline (scale, pad, crop, flip to
@@ -23,10 +26,11 @@ Parts (``--parts``, all by default):
 - ``scaling``: step time vs input size and vs batch size.
 
 The training parts (``step``, ``e2e``, ``reference``) run interleaved, one step of each in turn,
-so a load change on a shared machine hits them alike. Every figure is the median of
-``--repetitions`` timed repetitions after ``--warmup`` untimed ones, and the raw repetitions are
-kept. ``OUT/benchmark.json`` holds everything (with versions, machine and command line);
-``OUT/benchmark.md`` the tables.
+so a load change on a shared machine hits them alike; their ratios are taken repetition by
+repetition. ``--profile`` adds one profiled step of each (``OUT/profiles/``). Every figure is
+the median of ``--repetitions`` timed repetitions after ``--warmup`` untimed ones, and the raw
+repetitions are kept. ``OUT/benchmark.json`` holds everything (with versions, machine, threads,
+load and command line); ``OUT/benchmark.md`` the tables.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -47,6 +52,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import albumentations
 import cv2
 import numpy as np
 import torch
@@ -102,14 +108,16 @@ def time_once(step: Step, device: torch.device) -> float:
 def round_robin(
     steps: dict[str, Step], device: torch.device, warmup: int, repetitions: int
 ) -> dict[str, list[float]]:
-    """Seconds of each step per repetition, the steps taking turns (after ``warmup`` turns)."""
+    """Seconds of each step per repetition, the steps taking turns (after ``warmup`` turns), in
+    a new seeded order every turn so that no step always follows the same one."""
     for _ in range(warmup):
         for step in steps.values():
             time_once(step, device)
     seconds: dict[str, list[float]] = {name: [] for name in steps}
+    order = random.Random(0)
     for _ in range(repetitions):
-        for name, step in steps.items():
-            seconds[name].append(time_once(step, device))
+        for name in order.sample(list(steps), len(steps)):
+            seconds[name].append(time_once(steps[name], device))
     return seconds
 
 
@@ -127,7 +135,7 @@ def rates(amount: float, seconds: list[float]) -> list[float]:
 # Configuration and precision
 
 
-def train_config(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+def train_config(args: argparse.Namespace) -> dict[str, Any]:
     """The real ``configs/train.yaml`` with the benchmark's settings, as plain containers."""
     overrides = [
         f"data={args.data}",
@@ -147,7 +155,6 @@ def train_config(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     model_cfg = resolved["model"]
     model_cfg["input_norm"] = choose_input_norm(model_cfg["input_norm"], None)  # random weights
-    run_dir.mkdir(parents=True, exist_ok=True)
     return resolved
 
 
@@ -357,7 +364,7 @@ def measure_training(
 ) -> dict[str, Any]:
     """The model step at each size, the trainer and the reference loop (and the peak GEMM),
     interleaved."""
-    cfg = train_config(args, args.out / "train")
+    cfg = train_config(args)
     crop = cfg["data"]["augment"]["crop_size"]
     steps: dict[str, Step] = {}
     flops: dict[str, float] = {}
@@ -550,7 +557,7 @@ def peak_resident_mb() -> float:
 def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
     """Images/s and peak memory of whole-image inference, measured in a fresh process so the
     peak is inference's own."""
-    cfg = train_config(args, args.out / "train")
+    cfg = train_config(args)
     num_classes = dataset_info(cfg["data"]["name"]).num_classes
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         measured = pool.apply(inference_worker, (cfg["model"], num_classes, args))
@@ -612,7 +619,7 @@ def measure_predict(args: argparse.Namespace) -> dict[str, Any]:
     """``parsenet-predict`` on ``--predict-images`` VOC images: the command's wall time, the
     per-image latency once running, and the start-up (wall time less the images)."""
     folder = args.out / "predict"
-    cfg = train_config(args, folder)
+    cfg = train_config(args)
     checkpoint = write_checkpoint(cfg, folder / "model.pt")
     images = [image for image, _ in voc_dataset(args.voc, "val").pairs[: args.predict_images]]
     inputs = link_inputs(images, folder / "inputs")
@@ -636,7 +643,7 @@ def measure_predict(args: argparse.Namespace) -> dict[str, Any]:
 def measure_scaling(args: argparse.Namespace, setup: Setup, peak: dict | None) -> dict[str, Any]:
     """Model-step time vs input size (batch 1) and vs batch size (at the first of ``--sizes``);
     on a GPU also the peak memory of each."""
-    cfg = train_config(args, args.out / "train")
+    cfg = train_config(args)
     shapes = [(1, size) for size in args.scaling_sizes]
     shapes += [(batch, args.sizes[0]) for batch in args.scaling_batches]
     results: dict[str, Any] = {}
@@ -668,6 +675,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
             "numpy": np.__version__,
             "opencv": cv2.__version__,
             "pillow": Image.__version__,
+            "albumentations": albumentations.__version__,
         },
         "machine": {
             "platform": platform.platform(),
