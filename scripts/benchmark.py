@@ -210,10 +210,10 @@ def gemm_engines(n: int, dtype: torch.dtype, device: torch.device) -> dict[str, 
 
 
 def measure_peak(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
-    """Dense matmul GFLOP/s per engine and dtype (float32 strictly: no TF32 on GPUs); the best
-    engine per dtype gives that dtype's peak."""
+    """Dense matmul GFLOP/s per engine and dtype (float32 strictly: no TF32 on GPUs; bfloat16
+    too on a GPU or under bf16 autocast); the best engine per dtype gives that dtype's peak."""
     dtypes = {"float32": torch.float32}
-    if setup.device.type == "cuda":
+    if setup.device.type == "cuda" or setup.amp_dtype is not None:
         dtypes["bfloat16"] = torch.bfloat16
     results: dict[str, Any] = {}
     with strict_float32():
