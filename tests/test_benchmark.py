@@ -21,7 +21,7 @@ def test_mac_count_of_a_small_net_matches_a_hand_count():
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),  # 10×10 out: 100 · 8 · 3·3·3 = 21,600
         nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1, dilation=1, groups=2),  # 5×5: 25·16·4·9 = 14,400
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2),  # 5×5 out: 25 · 16 · 4·3·3 = 14,400
         nn.ConvTranspose2d(16, 4, 4, stride=2, groups=4),  # per input: 25·16 · 1·16 = 6,400
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
