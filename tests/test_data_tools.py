@@ -220,6 +220,11 @@ def numbered_tree(root: Path, count: int) -> Path:
     return root
 
 
+def writable_pair(image: np.ndarray, label: np.ndarray) -> dict:
+    """The untransformed pair, as arrays torch may share (decoded arrays can be read-only)."""
+    return {"image": image.copy(), "label": label.copy()}
+
+
 def folder_cfg(root: Path, on_bad_sample: str) -> dict:
     return {
         "name": "folder",
@@ -234,7 +239,7 @@ def test_skip_replaces_a_bad_pair_with_the_next_whole_pair(tmp_path: Path):
     root = numbered_tree(tmp_path / "n", 5)
     (root / "images" / "s2.png").write_bytes(b"broken")
     (root / "masks" / "s3.png").unlink()
-    dataset = SeededSamples(build_dataset(folder_cfg(root, "skip"), "train"))
+    dataset = SeededSamples(build_dataset(folder_cfg(root, "skip"), "train", writable_pair))
     sample = dataset[(2, 0)]
     assert sample["image"][0, 0, 0] == 40 and sample["label"][0, 0] == 4 % 3  # s4, whole
     assert len(sample["skipped"]) == 2
