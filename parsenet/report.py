@@ -96,3 +96,14 @@ def metrics_record(
         "dataset": dataset,
         "split": split,
     }
+
+
+def bad_samples_note(record: Mapping[str, Any]) -> str | None:
+    """The console line about skipped samples (``data.on_bad_sample=skip``), if any were."""
+    report = record.get("bad_samples")
+    if not report or not report["skipped"]:
+        return None
+    return (
+        f"skipped {report['skipped']} bad samples from {len(report['files'])} files "
+        "(data.on_bad_sample=skip): see bad_samples in metrics.json"
+    )

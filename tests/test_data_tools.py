@@ -292,10 +292,11 @@ def test_training_with_skip_logs_counts_and_reports_bad_files(tmp_path: Path):
     warnings = [line for line in output if "skipped a bad sample" in line]
     assert len(warnings) == 2, output  # each file logged once
     assert json.loads((run_dir / "metrics.json").read_text())["num_images"] == 3
+    assert "bad samples from 2 files (data.on_bad_sample=skip)" in result.stdout
     evaluated = run_cli(
         "parsenet-eval",
         f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}",
         f"hydra.run.dir={tmp_path / 'eval'}",
         check=True,
     )
-    assert "skipped 1 bad samples" in evaluated.stdout
+    assert "skipped 1 bad samples from 1 files" in evaluated.stdout

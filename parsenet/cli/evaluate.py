@@ -32,7 +32,7 @@ from parsenet.errors import ConfigError
 from parsenet.fileio import atomic_write
 from parsenet.metrics import ConfusionMatrix
 from parsenet.models.pretrained import choose_input_norm
-from parsenet.report import class_table, metrics_record, write_json
+from parsenet.report import bad_samples_note, class_table, metrics_record, write_json
 from parsenet.visualize import confusion_image, save_png
 
 
@@ -142,10 +142,6 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     )
     if "bad_samples" in about:
         record["bad_samples"] = about["bad_samples"]
-        print(
-            f"skipped {about['bad_samples']['skipped']} bad samples (data.on_bad_sample=skip): "
-            "see bad_samples in metrics.json"
-        )
     write_json(run_dir / "metrics.json", record)
     matrix = confusion.matrix.cpu().numpy()
     atomic_write(run_dir / "confusion.npy", lambda handle: np.save(handle, matrix))
@@ -156,6 +152,8 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
         f"{about['name']}: mode {inference['mode']}{f' ({settings})' if settings else ''}, "
         f"dataset {info.name}, split {about['split']}, images {about['count']}"
     )
+    if note := bad_samples_note(record):
+        print(note)
     print(f"metrics: {run_dir / 'metrics.json'}  confusion: {run_dir / 'confusion.png'}")
 
 

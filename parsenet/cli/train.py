@@ -13,7 +13,7 @@ from parsenet.cli.common import hydra_command, share_run_dir
 from parsenet.data import dataset_info
 from parsenet.engine.distributed import init_distributed, shutdown
 from parsenet.engine.trainer import Trainer
-from parsenet.report import scores_table
+from parsenet.report import bad_samples_note, scores_table
 
 
 @hydra_command("train")
@@ -37,6 +37,8 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     info = dataset_info(cfg["data"])
     print(scores_table({cfg["model"]["name"]: record}, info.class_names))
     print(f"mode: {record['mode']}, split: {record['split']}, images: {record['num_images']}")
+    if note := bad_samples_note(record):
+        print(note)
     print(f"run folder: {run_dir}")
 
 
