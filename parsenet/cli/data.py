@@ -30,6 +30,7 @@ from parsenet.visualize import save_png
 DATA_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "data").glob("*.yaml"))
 DATASETS = [name for name in DATA_CONFIGS if name != "from_checkpoint"]
 VERIFY_FAILED = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def data_config(name: str, root: str | None, classes: str | None = None) -> dict[str, Any]:
@@ -74,11 +75,20 @@ def verify(args: argparse.Namespace) -> None:
 
 def show(args: argparse.Namespace) -> None:
     """Write a grid of samples with their labels coloured by the dataset's palette."""
+    if args.out and Path(args.out).suffix.lower() not in IMAGE_SUFFIXES:
+        fail(f"--out {args.out}: write a {', '.join(IMAGE_SUFFIXES)} file")
     cfg = data_config(args.dataset, args.root, args.classes)
     split = args.split or cfg["train_split"]
     grid = dataset_grid(build_dataset(cfg, split), args.n, args.seed, args.columns)
     out = save_png(grid, args.out or f"{args.dataset}_{split}_samples.png")
     print(f"wrote {out} ({grid.shape[1]}×{grid.shape[0]})")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,11 +117,11 @@ def parser() -> argparse.ArgumentParser:
         command.set_defaults(run=run)
     verify_parser, show_parser = commands.choices["verify"], commands.choices["show"]
     verify_parser.add_argument("--split", action="append", help="split(s) to check")
-    verify_parser.add_argument("--workers", type=int, default=4, help="decoding threads")
+    verify_parser.add_argument("--workers", type=positive_int, default=4, help="decoding threads")
     show_parser.add_argument("--split", help="split to draw from (default: the training split)")
-    show_parser.add_argument("--n", type=int, default=8, help="number of samples")
+    show_parser.add_argument("--n", type=positive_int, default=8, help="number of samples")
     show_parser.add_argument("--seed", type=int, default=0, help="which samples")
-    show_parser.add_argument("--columns", type=int, default=2, help="samples per row")
+    show_parser.add_argument("--columns", type=positive_int, default=2, help="samples per row")
     show_parser.add_argument("--out", help="PNG to write (default DATASET_SPLIT_samples.png)")
     return main_parser
 
@@ -124,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
         args.run(args)
     except ParsenetError as error:
         fail(" ".join(str(error).split()))
+    except OSError as error:  # the file system: an unwritable root, a full disk, …
+        where = f" {error.filename}" if error.filename else ""
+        fail(f"cannot use{where}: {error.strerror or error}; check --root, --downloads and --out")
     except KeyboardInterrupt:
         fail("interrupted; run the command again (a download continues where it stopped)")
 

@@ -101,14 +101,22 @@ def download(url: str, part: Path) -> None:
                 disable=None,
             ) as progress,
         ):
+            received = 0
             try:
                 while chunk := response.read(CHUNK):
                     handle.write(chunk)
+                    received += len(chunk)
                     progress.update(len(chunk))
             except OSError as error:
                 raise DataError(
                     f"the download of {url} stopped ({error}); run the command again to continue"
                 ) from None
+    # A server that closes the connection early gives a short read, not an error.
+    if length and received < int(length):
+        raise DataError(
+            f"the download of {url} stopped after {received:,} of {int(length):,} bytes; run "
+            "the command again to continue it"
+        )
 
 
 def fetch(source: Source, downloads: Path, mirror: str | None = None) -> Path:
