@@ -310,7 +310,8 @@ def test_training_with_skip_logs_counts_and_reports_bad_files(tmp_path: Path):
     output = (result.stdout + result.stderr).splitlines()
     warnings = [line for line in output if "skipped a bad sample" in line]
     assert len(warnings) == 2, output  # each file logged once
-    assert json.loads((run_dir / "metrics.json").read_text())["num_images"] == 3
+    assert any("epoch 1: 1 bad samples skipped so far (1 files)" in line for line in output)
+    assert json.loads((run_dir / "metrics.json").read_text())["num_images"] == 2  # 3 − 1 skipped
     assert "bad samples from 2 files (data.on_bad_sample=skip)" in result.stdout
     evaluated = run_cli(
         "parsenet-eval",
@@ -319,3 +320,4 @@ def test_training_with_skip_logs_counts_and_reports_bad_files(tmp_path: Path):
         check=True,
     )
     assert "skipped 1 bad samples from 1 files" in evaluated.stdout
+    assert "images 2" in evaluated.stdout

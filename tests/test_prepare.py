@@ -234,7 +234,7 @@ def test_prepare_sbd_writes_segmentation_class_aug_and_train_aug(
     voc_val = lists.joinpath("val.txt").read_text().split()
     new_ids = ["2008_000001", "2008_000002", "2008_000003"]
     sbd_train = [voc_train[0], voc_val[0], new_ids[0], new_ids[1]]
-    sbd_val = [voc_train[1], new_ids[2]]
+    sbd_val = [voc_train[1], voc_val[1], new_ids[2]]
     dataset = tmp_path / "sbd" / "benchmark_RELEASE" / "dataset"
     (dataset / "cls").mkdir(parents=True)
     (dataset / "img").mkdir()
@@ -250,12 +250,12 @@ def test_prepare_sbd_writes_segmentation_class_aug_and_train_aug(
     (dataset / "val.txt").write_text("\n".join(sbd_val) + "\n")
     archive = make_tar(folder / "benchmark.tgz", tmp_path / "sbd", "benchmark_RELEASE")
     serve(voc, "SBD", archive, base)
-    monkeypatch.setattr(voc, "SBD_SIZES", {"train": 4, "val": 2})
+    monkeypatch.setattr(voc, "SBD_SIZES", {"train": 4, "val": 3})
     monkeypatch.setattr(voc, "TRAIN_AUG_SIZE", 6)
     prepare("sbd", "--root", str(voc_release))
 
     train_aug = lists.joinpath("train_aug.txt").read_text().split()
-    assert train_aug == sorted(set(voc_train) | set(new_ids))  # voc_val[0] is left out
+    assert train_aug == sorted(set(voc_train) | set(new_ids))  # voc_val[0] and [1] left out
     assert lists.joinpath("sbd_only.txt").read_text().split() == new_ids
     augmented = voc_release / "VOCdevkit" / "VOC2012" / "SegmentationClassAug"
     assert sorted(p.stem for p in augmented.glob("*.png")) == sorted(train_aug + voc_val)

@@ -92,6 +92,7 @@ def evaluate_checkpoint(
     about = {"source": str(path), "name": model_cfg["name"], "split": split, "count": len(dataset)}
     if data_cfg.get("on_bad_sample") == "skip":
         about["bad_samples"] = gather_bad_samples(bad_samples, context).summary()
+        about["count"] -= about["bad_samples"]["skipped"]  # the images actually scored
     return confusion, data_cfg, {**about, "inference": mode.describe()}
 
 

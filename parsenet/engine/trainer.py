@@ -369,7 +369,11 @@ class Trainer:
         }
 
     def validate(self) -> dict[str, Any]:
-        """Evaluate on the validation split (shared between processes), log, keep ``best.pt``."""
+        """Evaluate on the validation split (shared between processes), log, keep ``best.pt``.
+
+        The scores carry ``num_images``: the validation images scored (skipped ones left out).
+        """
+        skipped_before = self.bad_samples.total
         confusion = evaluate(
             self.model,
             self.val_loader,
@@ -380,6 +384,8 @@ class Trainer:
             bad_samples=self.bad_samples,
         )
         scores = confusion.compute(self.info.class_names)
+        skipped = sum(gather_objects(self.bad_samples.total - skipped_before, self.context))
+        scores["num_images"] = len(self.val_set) - skipped
         self.log.scalars(
             self.iteration,
             {f"val/{key}": scores[key] for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU")},
@@ -477,7 +483,7 @@ class Trainer:
         self.log.close()
         record = metrics_record(
             scores,
-            num_images=len(self.val_set),
+            num_images=scores["num_images"],
             mode="whole",
             checkpoint=str(last),
             dataset=self.info.name,
