@@ -192,13 +192,15 @@ def test_folder_dataset_trains_and_evaluates_with_its_own_classes(tmp_path: Path
     assert metrics["dataset"] == "roads"
     assert list(metrics["per_class_iou"]) == ["background", "road", "car"]
     checkpoint = run_dir / "checkpoints" / "last.pt"
+    moved = root.rename(tmp_path / "moved")  # the class file travels with data.root
     result = run_cli(
         "parsenet-eval",
         f"checkpoint={checkpoint}",
+        f"data.root={moved}",
         f"hydra.run.dir={tmp_path / 'eval'}",
         check=True,
     )
-    assert "car" in result.stdout
+    assert "car" in result.stdout and "images 2" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,17 @@ def with_overrides(chosen: dict[str, Any], trained: dict[str, Any]) -> dict[str,
     return _lay_over(trained, chosen)
 
 
+def moved_data(trained: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's data config with the command line's values, where a class file that sat
+    in the training root (``classes.yaml`` of ``data=folder``) moves with a new ``data.root``."""
+    merged = with_overrides(chosen, trained)
+    classes, root = trained.get("classes"), trained.get("root")
+    moved = chosen.get("name") is None and chosen.get("root") and not chosen.get("classes")
+    if moved and classes and root and Path(classes).parent == Path(root):
+        merged["classes"] = str(Path(chosen["root"]) / Path(classes).name)
+    return merged
+
+
 def _lay_over(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
@@ -61,7 +72,7 @@ def evaluate_checkpoint(
     and what to record about the run."""
     path = Path(cfg["checkpoint"])
     checkpoint = load_checkpoint(path)
-    data_cfg = with_overrides(cfg["data"], checkpoint["config"]["data"])
+    data_cfg = moved_data(checkpoint["config"]["data"], cfg["data"])
     model_cfg = with_overrides(cfg["model"], checkpoint["config"]["model"])
     info = dataset_info(data_cfg)
     mode = InferenceMode.from_config(cfg)
