@@ -207,7 +207,14 @@ def test_prepare_voc_unpacks_the_release_and_asserts_split_sizes(voc_release, mo
     monkeypatch.setattr(voc, "VOC_SIZES", {"train": 1464, "val": 1449})
     with pytest.raises(SystemExit):
         prepare("voc", "--root", str(voc_release))
-    assert "VOC 2012 train: expected 1,464 images, found 3" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "VOC 2012 train: expected 1,464 images, found 3" in error
+    assert f"delete {base} to prepare it again" in error
+    fresh = voc_release.parent / "fresh"  # the same archive, unpacked anew: refused before the move
+    with pytest.raises(SystemExit):
+        prepare("voc", "--root", str(fresh), "--downloads", str(voc_release / "downloads"))
+    assert "expected 1,464 images" in capsys.readouterr().err
+    assert [path.name for path in fresh.iterdir()] == []
 
 
 def write_sbd_mat(path: Path, label: np.ndarray) -> None:

@@ -56,22 +56,32 @@ def segmentation_lists(voc: Path) -> Path:
     return lists
 
 
+def check_voc_splits(voc: Path, allow_partial: bool) -> None:
+    """Assert the published sizes of VOC 2012's segmentation splits."""
+    lists = voc / "ImageSets" / "Segmentation"
+    for split, size in VOC_SIZES.items():
+        check_count(f"VOC 2012 {split}", len(read_ids(lists / f"{split}.txt")), size, allow_partial)
+
+
 def prepare_voc(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:
-    """Download and unpack VOC 2012 into ``root/VOCdevkit/VOC2012``; check its split sizes."""
+    """Download and unpack VOC 2012 into ``root/VOCdevkit/VOC2012``; check its split sizes
+    (before the tree is moved into place, so a wrong archive leaves nothing behind)."""
     voc = root / VOC_SUBDIR
     if voc.is_dir():
         log.info("%s exists; checking it", voc)
-    else:
-        archive = fetch(VOC2012, downloads, mirror)
-        with staged(root / ".voc-unpack") as scratch:
-            extract(archive, scratch)
-            unpacked = find_one(scratch, "**/VOC2012", "VOC2012 folder")
-            voc.parent.mkdir(parents=True, exist_ok=True)
-            unpacked.rename(voc)
-        shutil.rmtree(root / ".voc-unpack")
-    lists = segmentation_lists(voc)
-    for split, size in VOC_SIZES.items():
-        check_count(f"VOC 2012 {split}", len(read_ids(lists / f"{split}.txt")), size, allow_partial)
+        try:
+            check_voc_splits(voc, allow_partial)
+        except DataError as error:
+            raise DataError(f"{error}; delete {voc} to prepare it again") from None
+        return voc
+    archive = fetch(VOC2012, downloads, mirror)
+    with staged(root / ".voc-unpack") as scratch:
+        extract(archive, scratch)
+        unpacked = find_one(scratch, "**/VOC2012", "VOC2012 folder")
+        check_voc_splits(unpacked, allow_partial)
+        voc.parent.mkdir(parents=True, exist_ok=True)
+        unpacked.rename(voc)
+    shutil.rmtree(root / ".voc-unpack")
     return voc
 
 
