@@ -289,7 +289,7 @@ def with_peak(
 
 def model_step(cfg: dict[str, Any], setup: Setup, batch: int, size: int) -> tuple[Step, float]:
     """Forward + backward + SGD step on a fixed batch in memory, and its FLOPs (3 × forward)."""
-    num_classes = dataset_info(cfg["data"]["name"]).num_classes
+    num_classes = dataset_info(cfg["data"]).num_classes
     model = build_model(cfg["model"], num_classes).to(setup.device)
     flops = TRAINING_FORWARDS * forward_flops(model, setup.images(1, size, size)) * batch
     model = setup.prepare(model).train()
@@ -307,14 +307,28 @@ def model_step(cfg: dict[str, Any], setup: Setup, batch: int, size: int) -> tupl
     return step, flops
 
 
-def trainer_step(cfg: dict[str, Any], run_dir: Path, data_waits: list[float]) -> Step:
+def gpu_utilisation(device: torch.device) -> float | None:
+    """NVML's GPU utilisation (% of the last sample period with a kernel running), or ``None``
+    where NVML is not available (no ``nvidia-ml-py``, or not an NVIDIA GPU)."""
+    try:
+        return float(torch.cuda.utilization(device))
+    except (ModuleNotFoundError, RuntimeError):  # torch wraps NVML's absence in either
+        return None
+
+
+def trainer_step(
+    cfg: dict[str, Any], run_dir: Path, data_waits: list[float], utilisation: list[float | None]
+) -> Step:
     """One ``Trainer.train_step`` on the trainer's own training loader, as ``run()`` drives it;
-    the seconds each step waited for its batch go to ``data_waits``."""
+    the seconds each step waited for its batch go to ``data_waits`` and, on a GPU, its
+    utilisation read right after the step to ``utilisation`` (does the loader keep it busy?)."""
     trainer = Trainer(cfg, run_dir)
     batches = iter(trainer.train_loader())
 
     def step() -> None:
         data_waits.append(trainer.train_step(batches)["data_seconds"])
+        if trainer.device.type == "cuda":
+            utilisation.append(gpu_utilisation(trainer.device))
 
     return step
 
@@ -338,7 +352,7 @@ def reference_step(cfg: dict[str, Any], setup: Setup) -> Step:
         pin_memory=setup.device.type == "cuda",
         persistent_workers=workers > 0,
     )
-    info = dataset_info(data_cfg["name"])
+    info = dataset_info(data_cfg)
     model = setup.prepare(build_model(cfg["model"], info.num_classes)).train()
     optimizer = sgd(model, cfg["optim"])
 
@@ -372,8 +386,9 @@ def measure_training(
         for size in args.sizes:
             steps[f"step {size}"], flops[f"step {size}"] = model_step(cfg, setup, args.batch, size)
     data_waits: list[float] = []
+    utilisation: list[float | None] = []
     if "e2e" in parts:
-        steps["e2e"] = trainer_step(cfg, args.out / "train", data_waits)
+        steps["e2e"] = trainer_step(cfg, args.out / "train", data_waits, utilisation)
     if "reference" in parts:
         steps["reference"] = reference_step(cfg, setup)
     seconds, peak_rates = with_peak(steps, args, setup, peak)
@@ -385,6 +400,9 @@ def measure_training(
             results[name] = figure(rates(args.batch, seconds[name]), "images/s", crop=crop)
     if data_waits:  # the timed steps' waits (the warm-up's come first)
         results["e2e"]["data_wait_s"] = statistics.median(data_waits[-args.repetitions :])
+    readings = [value for value in utilisation[-args.repetitions :] if value is not None]
+    if readings:
+        results["e2e"]["gpu_utilisation_percent"] = statistics.median(readings)
     if args.profile:
         profile_steps(steps, setup.device, args.out / "profiles")
     ratios = {"e2e ÷ step": ("e2e", f"step {crop}"), "e2e ÷ reference": ("e2e", "reference")}
@@ -558,7 +576,7 @@ def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
     """Images/s and peak memory of whole-image inference, measured in a fresh process so the
     peak is inference's own."""
     cfg = train_config(args)
-    num_classes = dataset_info(cfg["data"]["name"]).num_classes
+    num_classes = dataset_info(cfg["data"]).num_classes
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         measured = pool.apply(inference_worker, (cfg["model"], num_classes, args))
     memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
@@ -575,7 +593,7 @@ def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
 
 def write_checkpoint(cfg: dict[str, Any], path: Path) -> Path:
     """A checkpoint of a randomly initialised model that ``parsenet-predict`` can load."""
-    info = dataset_info(cfg["data"]["name"])
+    info = dataset_info(cfg["data"])
     model = build_model(cfg["model"], info.num_classes)
     state = {"model": model.state_dict(), "config": cfg, "dataset": info.to_dict()}
     return save_checkpoint(path, {**state, "iteration": 0})
