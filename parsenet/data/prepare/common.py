@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 
 from parsenet.data.info import voc_palette
 from parsenet.errors import DataError
+
+log = logging.getLogger(__name__)
 
 PALETTE_BYTES = bytes(channel for colour in voc_palette(256) for channel in colour)
 
@@ -44,6 +47,27 @@ def check_count(what: str, found: int, expected: int, allow_partial: bool) -> No
             f"{what}: expected {expected:,} images, found {found:,}; the download is "
             "incomplete or not the official release (pass --allow-partial to accept a subset)"
         )
+
+
+def check_splits(name: str, lists: Path, sizes: Mapping[str, int], allow_partial: bool) -> None:
+    """Assert the published size of every split whose list file ``lists/<split>.txt`` is."""
+    for split, size in sizes.items():
+        check_count(f"{name} {split}", len(read_ids(lists / f"{split}.txt")), size, allow_partial)
+
+
+def check_prepared(
+    folder: Path, name: str, lists: Path, sizes: Mapping[str, int], allow_partial: bool
+) -> bool:
+    """Whether ``folder`` is already prepared; if it is, its splits are checked (an error says
+    which folder to delete to prepare it again)."""
+    if not folder.is_dir():
+        return False
+    log.info("%s exists; checking it", folder)
+    try:
+        check_splits(name, lists, sizes, allow_partial)
+    except DataError as error:
+        raise DataError(f"{error}; delete {folder} to prepare it again") from None
+    return True
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from parsenet.data.prepare.archive import extract, find_one, staged
 from parsenet.data.prepare.common import (
     check_count,
+    check_prepared,
+    check_splits,
     integer_map,
     link_or_copy,
     read_ids,
@@ -43,11 +45,12 @@ SBD = Source(
 VOC_SIZES = {"train": 1464, "val": 1449}
 SBD_SIZES = {"train": 8498, "val": 2857}
 TRAIN_AUG_SIZE = 10582
+SEGMENTATION_LISTS = Path("ImageSets") / "Segmentation"
 
 
 def segmentation_lists(voc: Path) -> Path:
     """``VOC2012/ImageSets/Segmentation`` of a prepared VOC tree (or a clear error)."""
-    lists = voc / "ImageSets" / "Segmentation"
+    lists = voc / SEGMENTATION_LISTS
     if not (lists / "train.txt").is_file():
         raise DataError(
             f"{voc} is not a prepared VOC 2012 tree (no ImageSets/Segmentation/train.txt); run "
@@ -56,29 +59,17 @@ def segmentation_lists(voc: Path) -> Path:
     return lists
 
 
-def check_voc_splits(voc: Path, allow_partial: bool) -> None:
-    """Assert the published sizes of VOC 2012's segmentation splits."""
-    lists = voc / "ImageSets" / "Segmentation"
-    for split, size in VOC_SIZES.items():
-        check_count(f"VOC 2012 {split}", len(read_ids(lists / f"{split}.txt")), size, allow_partial)
-
-
 def prepare_voc(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:
     """Download and unpack VOC 2012 into ``root/VOCdevkit/VOC2012``; check its split sizes
     (before the tree is moved into place, so a wrong archive leaves nothing behind)."""
     voc = root / VOC_SUBDIR
-    if voc.is_dir():
-        log.info("%s exists; checking it", voc)
-        try:
-            check_voc_splits(voc, allow_partial)
-        except DataError as error:
-            raise DataError(f"{error}; delete {voc} to prepare it again") from None
+    if check_prepared(voc, "VOC 2012", voc / SEGMENTATION_LISTS, VOC_SIZES, allow_partial):
         return voc
     archive = fetch(VOC2012, downloads, mirror)
     with staged(root / ".voc-unpack") as scratch:
         extract(archive, scratch)
         unpacked = find_one(scratch, "**/VOC2012", "VOC2012 folder")
-        check_voc_splits(unpacked, allow_partial)
+        check_splits("VOC 2012", unpacked / SEGMENTATION_LISTS, VOC_SIZES, allow_partial)
         voc.parent.mkdir(parents=True, exist_ok=True)
         unpacked.rename(voc)
     shutil.rmtree(root / ".voc-unpack")
