@@ -47,6 +47,18 @@ def comparison_panel(
     return np.concatenate([image, gap, truth, gap, predicted], axis=1)
 
 
+def save_label_png(label: np.ndarray, palette: Sequence[Sequence[int]], path: str | Path) -> Path:
+    """Write class indices as a palette (mode P) PNG, creating the folder: readers get the
+    indices back (as VOC's labels and its evaluation server expect), viewers see the colours."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
+    flat = [value for colour in palette for value in colour]
+    png.putpalette(flat + [0] * (768 - len(flat)))
+    png.save(path)
+    return path
+
+
 def save_png(array: np.ndarray, path: str | Path) -> Path:
     """Write an RGB uint8 array as PNG, creating the folder."""
     path = Path(path)

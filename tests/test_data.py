@@ -166,5 +166,6 @@ def test_folder_layout_datasets_through_their_configs(tmp_path: Path, name, spli
 def test_context60_adds_background_as_class_zero():
     from parsenet.data import dataset_info
 
-    assert dataset_info("context60").class_names[0] == "background"
-    assert dataset_info("context60").class_names[1:] == dataset_info("context59").class_names
+    context60, context59 = dataset_info({"name": "context60"}), dataset_info({"name": "context59"})
+    assert context60.class_names[0] == "background"
+    assert context60.class_names[1:] == context59.class_names

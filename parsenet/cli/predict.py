@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from parsenet.cli.common import hydra_command
@@ -25,7 +24,7 @@ from parsenet.engine.checkpoint import load_checkpoint, restore_model
 from parsenet.engine.inference import InferenceMode
 from parsenet.engine.runtime import resolve_device
 from parsenet.errors import DataError
-from parsenet.visualize import colorize, overlay, save_png
+from parsenet.visualize import colorize, overlay, save_label_png, save_png
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -64,15 +63,6 @@ def same_size_batches(
         batch.append((path, image))
     if batch:
         yield batch
-
-
-def save_label_png(prediction: np.ndarray, palette: list, path: Path) -> None:
-    """Class indices as a palette PNG (what the PASCAL VOC evaluation server accepts)."""
-    png = Image.fromarray(prediction.astype(np.uint8), mode="P")
-    flat = [value for colour in palette for value in colour]
-    png.putpalette(flat + [0] * (768 - len(flat)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    png.save(path)
 
 
 @hydra_command("predict")

@@ -194,7 +194,7 @@ def parsenet_voc_checkpoint(
         The checkpoint's content (for :func:`~parsenet.engine.checkpoint.save_checkpoint`) and
         the report.
     """
-    info = dataset_info(cfg["data"]["name"])
+    info = dataset_info(cfg["data"])
     model = build_model(cfg["model"], info.num_classes)
     layers = {**trunk_layers(model.backbone, "backbone."), **PARSENET_HEAD_LAYERS}
     report = load_caffe_weights(model, layers, net, "parsenet_voc", source)

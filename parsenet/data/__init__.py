@@ -87,11 +87,11 @@ DATASET_BUILDERS: dict[str, Callable[..., SegmentationDataset]] = {
 }
 
 
-def dataset_info(cfg: Mapping[str, Any] | str) -> DatasetInfo:
+def dataset_info(cfg: Mapping[str, Any]) -> DatasetInfo:
     """Class names, palette and ignore index of the dataset a ``data`` config node describes
-    (or of a built-in dataset by name)."""
-    name = cfg if isinstance(cfg, str) else cfg["name"]
-    if name == "folder" and not isinstance(cfg, str):
+    (``{"name": "voc"}`` is enough for a built-in one)."""
+    name = cfg["name"]
+    if name == "folder":
         if not cfg.get("classes"):
             raise ConfigError("data=folder needs data.classes=PATH (a YAML file of class names)")
         return read_classes_file(cfg["classes"])

@@ -40,6 +40,7 @@ class BadSampleLog:
         """``{"skipped": total, "files": [messages]}`` for logs and ``metrics.json``."""
         return {"skipped": self.total, "files": sorted(self.counts)}
 
-    def merge(self, other: dict) -> None:
-        """Add another process's :meth:`summary`-like counts (``{message: count}``)."""
-        self.counts.update(other)
+    def merge(self, counts: dict[str, int]) -> None:
+        """Add another log's counts (``{message: count}``, e.g. another process's or a
+        checkpoint's) without logging them again."""
+        self.counts.update(counts)

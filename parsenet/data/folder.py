@@ -79,13 +79,13 @@ def read_classes_file(path: str | Path) -> DatasetInfo:
         raise DataError(
             f"{path}: 'palette' needs one [R, G, B] (0–255) per class ({len(names)} classes)"
         )
+    if len(names) > 255:
+        raise DataError(f"{path}: at most 255 classes fit 8-bit label PNGs")
     ignore_index = content.get("ignore_index", IGNORE_INDEX)
     if not isinstance(ignore_index, int) or not len(names) <= ignore_index <= 255:
         raise DataError(
             f"{path}: 'ignore_index' must be a label value {len(names)}–255 (not a class index)"
         )
-    if len(names) > 255:
-        raise DataError(f"{path}: at most 255 classes fit 8-bit label PNGs")
     name = str(content.get("name") or path.parent.name)
     return DatasetInfo(name, names, tuple(tuple(c) for c in palette), ignore_index)
 

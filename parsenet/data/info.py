@@ -51,3 +51,6 @@ def voc_palette(num_colours: int = 256) -> tuple[tuple[int, int, int], ...]:
             value >>= 3
         colours.append((red, green, blue))
     return tuple(colours)
+
+
+VOC_COLOURS = voc_palette()  # all 256 entries: what label PNGs written here carry

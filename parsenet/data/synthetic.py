@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from parsenet.data.info import DatasetInfo, voc_palette
+from parsenet.data.info import VOC_COLOURS, DatasetInfo, voc_palette
 from parsenet.data.voc import VOC_SUBDIR
 from parsenet.errors import DataError
+from parsenet.visualize import save_label_png
 
 SYNTHETIC_CLASSES = ("background", "boat", "car", "buoy", "sign")
 SYNTHETIC_INFO = DatasetInfo("synthetic", SYNTHETIC_CLASSES, voc_palette(len(SYNTHETIC_CLASSES)))
@@ -73,12 +74,6 @@ def render_sample(
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def _palette_png(label: np.ndarray) -> Image.Image:
-    png = Image.fromarray(label, mode="P")
-    png.putpalette([value for colour in voc_palette(256) for value in colour])
-    return png
-
-
 def write_synthetic(
     root: Path, num_train: int, num_val: int, height: int, width: int, seed: int
 ) -> None:
@@ -92,7 +87,7 @@ def write_synthetic(
         for sample_id in ids:
             image, label = render_sample(rng, height, width)
             Image.fromarray(image).save(base / "JPEGImages" / f"{sample_id}.jpg", quality=95)
-            _palette_png(label).save(base / "SegmentationClass" / f"{sample_id}.png")
+            save_label_png(label, VOC_COLOURS, base / "SegmentationClass" / f"{sample_id}.png")
         (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
 

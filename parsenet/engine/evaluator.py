@@ -70,9 +70,9 @@ def evaluate(
     """
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index)
+    bad_samples = bad_samples if bad_samples is not None else BadSampleLog()  # logs them at least
     for batch in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
-        if bad_samples is not None:
-            bad_samples.record(batch.get("skipped", []))
+        bad_samples.record(batch.get("skipped", []))
         if "image" not in batch:
             continue
         images = batch["image"].to(device, non_blocking=True)

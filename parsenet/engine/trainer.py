@@ -476,7 +476,6 @@ class Trainer:
                     self.save_snapshot()
             progress.close()
             scores = self.validate()
-        bad_samples = gather_bad_samples(self.bad_samples, self.context)
         last = self.save("last.pt") or self.run_dir / "checkpoints" / "last.pt"
         self.save_snapshot()
         self.save_overlays(self.settings["num_overlays"])
@@ -489,8 +488,8 @@ class Trainer:
             dataset=self.info.name,
             split=self.cfg["data"]["val_split"],
         )
-        if self.cfg["data"].get("on_bad_sample") == "skip":
-            record["bad_samples"] = bad_samples.summary()
+        if self.cfg["data"].get("on_bad_sample") == "skip":  # the same in every process
+            record["bad_samples"] = gather_bad_samples(self.bad_samples, self.context).summary()
         if self.context.is_main:
             write_json(self.run_dir / "metrics.json", record)
         return record

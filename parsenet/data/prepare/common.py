@@ -9,28 +9,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from parsenet.data.info import voc_palette
 from parsenet.errors import DataError
 
 log = logging.getLogger(__name__)
 
-PALETTE_BYTES = bytes(channel for colour in voc_palette(256) for channel in colour)
 
-
-def write_index_png(label: np.ndarray, path: Path) -> None:
-    """Save class indices (uint8, 255 = ignore) as a palette PNG with the VOC colours."""
-    image = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), mode="P")
-    image.putpalette(PALETTE_BYTES)
-    image.save(path)
-
-
-def write_list(path: Path, ids: Iterable[str]) -> int:
-    """Write one id per line; returns how many."""
-    ids = list(ids)
+def write_list(path: Path, ids: Iterable[str]) -> None:
+    """Write one id per line."""
     path.write_text("".join(f"{i}\n" for i in ids))
-    return len(ids)
 
 
 def read_ids(path: Path) -> list[str]:

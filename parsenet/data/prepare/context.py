@@ -19,7 +19,7 @@ import scipy.io
 from tqdm import tqdm
 
 from parsenet.data.folder import CONTEXT59_CLASSES
-from parsenet.data.info import IGNORE_INDEX
+from parsenet.data.info import IGNORE_INDEX, VOC_COLOURS
 from parsenet.data.prepare.archive import extract, find_one, staged
 from parsenet.data.prepare.common import (
     check_count,
@@ -27,11 +27,11 @@ from parsenet.data.prepare.common import (
     label_lookup,
     link_or_copy,
     read_ids,
-    write_index_png,
     write_list,
 )
 from parsenet.data.prepare.download import Source, fetch
 from parsenet.errors import DataError
+from parsenet.visualize import save_label_png
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def prepare_context(root: Path, downloads: Path, mirror: str | None, allow_parti
             raw = read_label_map(mats / f"{image_id}.mat", len(table59))
             image = voc / "JPEGImages" / f"{image_id}.jpg"
             for folder, table in ((folder59, table59), (folder60, table60)):
-                write_index_png(table[raw], folder / "masks" / f"{image_id}.png")
+                save_label_png(table[raw], VOC_COLOURS, folder / "masks" / f"{image_id}.png")
                 link_or_copy(image, folder / "images")
         for folder in (folder59, folder60):
             for split, ids in splits.items():

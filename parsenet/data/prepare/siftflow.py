@@ -16,17 +16,17 @@ import scipy.io
 from tqdm import tqdm
 
 from parsenet.data.folder import SIFTFLOW_CLASSES
-from parsenet.data.info import IGNORE_INDEX
+from parsenet.data.info import IGNORE_INDEX, VOC_COLOURS
 from parsenet.data.prepare.archive import extract, find_one, staged
 from parsenet.data.prepare.common import (
     check_count,
     integer_map,
     label_lookup,
-    write_index_png,
     write_list,
 )
 from parsenet.data.prepare.download import Source, fetch
 from parsenet.errors import DataError
+from parsenet.visualize import save_label_png
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ def prepare_siftflow(root: Path, downloads: Path, mirror: str | None, allow_part
             for image_id in tqdm(sorted(images), desc="SiftFlow labels", disable=None):
                 if image_id not in labels:
                     raise DataError(f"the release has no SemanticLabels .mat for {image_id}")
-                write_index_png(
-                    read_siftflow_label(labels[image_id]), scratch / "masks" / f"{image_id}.png"
+                save_label_png(
+                    read_siftflow_label(labels[image_id]),
+                    VOC_COLOURS,
+                    scratch / "masks" / f"{image_id}.png",
                 )
                 shutil.copy2(images[image_id], scratch / "images" / f"{image_id}.jpg")
             for split, ids in splits.items():

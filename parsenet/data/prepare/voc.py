@@ -17,6 +17,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
+from parsenet.data.info import VOC_COLOURS
 from parsenet.data.prepare.archive import extract, find_one, staged
 from parsenet.data.prepare.common import (
     check_count,
@@ -25,12 +26,12 @@ from parsenet.data.prepare.common import (
     integer_map,
     link_or_copy,
     read_ids,
-    write_index_png,
     write_list,
 )
 from parsenet.data.prepare.download import Source, fetch
 from parsenet.data.voc import VOC_SUBDIR
 from parsenet.errors import DataError
+from parsenet.visualize import save_label_png
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def prepare_sbd(root: Path, downloads: Path, mirror: str | None, allow_partial: 
                     link_or_copy(voc / "SegmentationClass" / f"{image_id}.png", scratch)
                     continue
                 label = read_sbd_label(dataset / "cls" / f"{image_id}.mat")
-                write_index_png(label, scratch / f"{image_id}.png")
+                save_label_png(label, VOC_COLOURS, scratch / f"{image_id}.png")
                 image = voc / "JPEGImages" / f"{image_id}.jpg"
                 if not image.is_file():
                     link_or_copy(dataset / "img" / f"{image_id}.jpg", image)
