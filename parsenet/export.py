@@ -3,7 +3,6 @@ the exported file against the eager model."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from parsenet.errors import ConfigError
+from parsenet.fileio import atomic_output
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime (or pip install -e '.[export]')"
@@ -25,33 +25,26 @@ def export_model(model: nn.Module, fmt: str, path: str | Path) -> Path:
     dynamic batch, height and width) through a temporary file renamed into place."""
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not one of {sorted(FORMATS)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     example = torch.randn(1, 3, 96, 128)
     model = model.eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings about shape checks in Python
-            if fmt == "torchscript":
-                torch.jit.save(torch.jit.trace(model, example), str(temporary))
-            else:
-                _require_onnx()
-                dims = {0: "batch", 2: "height", 3: "width"}
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(temporary),
-                    dynamo=True,
-                    input_names=["image"],
-                    output_names=["logits"],
-                    dynamic_shapes=(dims,),
-                    verbose=False,
-                )
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    with atomic_output(path) as temporary, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape checks in Python
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(model, example), str(temporary))
+        else:
+            _require_onnx()
+            dims = {0: "batch", 2: "height", 3: "width"}
+            torch.onnx.export(
+                model,
+                (example,),
+                str(temporary),
+                dynamo=True,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=(dims,),
+                verbose=False,
+            )
+    return Path(path)
 
 
 def _require_onnx() -> None:

@@ -1,34 +1,76 @@
-"""Writing files so that readers only ever see the old or the complete new content."""
+"""Writing files and folders so that readers only ever see the old or the complete new content.
+
+Every file a command writes (checkpoints, metrics, predictions, pictures, exports) goes through
+:func:`atomic_output`; every folder built in one go (a prepared or generated dataset) through
+:func:`staged_folder`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+TEMPORARY_MARK = ".tmp-"
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, flush it to disk and rename it into
-    place; on failure the temporary file is removed and ``path`` is untouched."""
+
+def temporary_name(path: Path) -> Path:
+    """The hidden name beside ``path`` that this process writes before renaming into place."""
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for a writer that needs a file name (an exporter,
+    an image library); when the block ends it is flushed to disk and renamed into place. On
+    failure the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_name(path)
     try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
+        yield temporary
+        with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write`` on a binary file handle whose content replaces ``path`` atomically
+    (see :func:`atomic_output`)."""
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        write(handle)
+    return Path(path)
+
+
+@contextmanager
+def staged_folder(target: str | Path) -> Iterator[Path]:
+    """A scratch folder beside ``target`` that becomes ``target`` only if the block finishes.
+
+    Converters and generators write into it, so an interrupted or failed run leaves no
+    half-written tree behind (the scratch folder is removed; a rerun starts clean).
+    """
+    target = Path(target)
+    scratch = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    scratch.rename(target)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete temporary files that :func:`atomic_write` left in ``folder`` when its process was
+    """Delete temporary files that :func:`atomic_output` left in ``folder`` when its process was
     killed mid-write (they are never the file a reader opens). Returns what was removed."""
-    stale = sorted(Path(folder).glob(".*.tmp-*")) if Path(folder).is_dir() else []
+    pattern = f".*{TEMPORARY_MARK}*"
+    stale = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from parsenet.fileio import atomic_write
+
 IGNORE_COLOUR = (224, 224, 192)  # the VOC devkit's colour for the void band
 
 
@@ -48,23 +50,18 @@ def comparison_panel(
 
 
 def save_label_png(label: np.ndarray, palette: Sequence[Sequence[int]], path: str | Path) -> Path:
-    """Write class indices as a palette (mode P) PNG, creating the folder: readers get the
-    indices back (as VOC's labels and its evaluation server expect), viewers see the colours."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write class indices as a palette (mode P) PNG atomically, creating the folder: readers get
+    the indices back (as VOC's labels and its evaluation server expect), viewers the colours."""
     png = Image.fromarray(np.asarray(label, dtype=np.uint8), mode="P")
     flat = [value for colour in palette for value in colour]
     png.putpalette(flat + [0] * (768 - len(flat)))
-    png.save(path)
-    return path
+    return atomic_write(path, lambda handle: png.save(handle, format="PNG"))
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
-    """Write an RGB uint8 array as PNG, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
+    """Write an RGB uint8 array as PNG atomically, creating the folder."""
+    image = Image.fromarray(array)
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
 
 
 def confusion_image(matrix: np.ndarray, class_names: Sequence[str], cell: int = 28) -> np.ndarray:

@@ -57,14 +57,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
 import parsenet
-from parsenet.cli.common import CONFIG_DIR
+from parsenet.config import compose
 from parsenet.data import build_dataset, dataset_info
 from parsenet.data.base import read_label
 from parsenet.data.normalization import get_normalization
@@ -150,9 +148,7 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
         "train.keep_snapshots=0",
         *args.override,
     ]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = compose("train", overrides)
     model_cfg = resolved["model"]
     model_cfg["input_norm"] = choose_input_norm(model_cfg["input_norm"], None)  # random weights
     return resolved

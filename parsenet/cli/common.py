@@ -13,19 +13,13 @@ from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import (
-    ConfigAttributeError,
-    ConfigKeyError,
-    MissingMandatoryValue,
-    OmegaConfBaseException,
-)
+from omegaconf.errors import OmegaConfBaseException
 
+from parsenet.config import compose, config_dir, config_error_message
 from parsenet.engine.distributed import DistContext, broadcast_object
-from parsenet.errors import ParsenetError
+from parsenet.errors import ConfigError, ParsenetError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 USAGE_ERROR = 2
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 
@@ -51,28 +45,6 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-def config_error_message(error: Exception) -> str:
-    """Turn a Hydra/OmegaConf composition error into one line that names the key."""
-    cause = error.__cause__ or error
-    override = re.search(r"Could not override '([^']+)'", str(error))
-    if override and isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-        key = override.group(1)
-        return (
-            f"unknown config key '{key}'; check its spelling against the configs "
-            f"(`--cfg job` prints them) or add a new key with +{key}=…"
-        )
-    if isinstance(error, MissingConfigException) and error.options:
-        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
-        return (
-            f"{group}={choice} is not a config; choose one of {', '.join(error.options)} "
-            f"(configs/{group}/)"
-        )
-    if isinstance(cause, MissingMandatoryValue):
-        key = getattr(cause, "full_key", None) or "a required key"
-        return f"missing value for '{key}'; pass {key}=…"
-    return " ".join(str(error).replace("\n", "; ").split()).replace(";;", ";").strip("; ")
-
-
 def first_of_each_sweep(overrides: list[str]) -> list[str]:
     """The overrides of a multirun's first job (``model=parsenet,fcn`` → ``model=parsenet``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -90,14 +62,10 @@ def check_config(config_name: str, overrides: list[str]) -> None:
 
     For a multirun the first job's overrides stand for all (a wrong key is wrong in every job).
     """
-    from hydra import compose, initialize_config_dir
-
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=first_of_each_sweep(overrides))
-            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as error:  # Hydra raises several types; all are configuration mistakes
-        fail(config_error_message(error))
+        compose(config_name, first_of_each_sweep(overrides))
+    except ConfigError as error:
+        fail(str(error))
 
 
 def remove_if_only_hydra_files(run_dir: Path) -> None:
@@ -147,18 +115,13 @@ def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
 
         @functools.wraps(task)
         def main() -> None:
-            if not CONFIG_DIR.is_dir():
-                fail(
-                    f"config folder {CONFIG_DIR} not found; install parsenet from its "
-                    "repository with `pip install -e .`"
-                )
             arguments = sys.argv[1:]
             flags = {argument for argument in arguments if argument.startswith("-")}
             if (
                 flags <= MULTIRUN_FLAGS
             ):  # other flags (--help, --cfg job, …) go to Hydra as they are
                 check_config(config_name, [a for a in arguments if a not in flags])
-            hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(
+            hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
                 run
             )()
 

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from parsenet.cli.common import CONFIG_DIR, config_error_message, fail, one_line
+from parsenet.cli.common import fail, one_line
+from parsenet.config import compose
 from parsenet.convert import (
     ARCHS,
     RELEASES,
@@ -85,20 +86,12 @@ def parse_arguments(arguments: list[str]) -> tuple[Path, dict[str, str]]:
 def released_config() -> dict[str, Any]:
     """The resolved ``train.yaml`` of the released-model row, with Caffe inputs and no trunk
     initialisation (the checkpoint holds all weights)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     overrides = [
         f"experiment={RELEASED_EXPERIMENT}",
         "model.backbone.pretrained=none",
         "model.input_norm=caffe",
     ]
-    try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as error:  # Hydra raises several types; all are configuration problems
-        raise ConfigError(config_error_message(error)) from None
+    return compose("train", overrides)
 
 
 def describe_unused(report: LoadReport) -> str:

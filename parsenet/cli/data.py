@@ -17,18 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from parsenet.cli.common import CONFIG_DIR, config_error_message, fail
+from parsenet.cli.common import fail
+from parsenet.config import compose, config_names
 from parsenet.data import build_dataset, dataset_info
 from parsenet.data.prepare import PREPARED_AS, PREPARERS
 from parsenet.data.show import dataset_grid
 from parsenet.data.verify import format_report, verify_dataset
-from parsenet.errors import ParsenetError
+from parsenet.errors import ConfigError, ParsenetError
 from parsenet.visualize import save_png
 
-DATA_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "data").glob("*.yaml"))
-DATASETS = [name for name in DATA_CONFIGS if name != "from_checkpoint"]
+DATASETS = [name for name in config_names("data") if name != "from_checkpoint"]
 VERIFY_FAILED = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -36,19 +34,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def data_config(name: str, root: str | None, classes: str | None = None) -> dict[str, Any]:
     """The ``data`` node of ``configs/data/<name>.yaml`` as training composes it, with the root
     (and the class file of ``folder``) replaced where given."""
-    from hydra import compose, initialize_config_dir
-
     overrides = [f"data={name}"]
     if root is not None:
         overrides.append(f"data.root={Path(root).resolve()}")
     if classes is not None:
         overrides.append(f"data.classes={Path(classes).resolve()}")
     try:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=overrides)
-            return OmegaConf.to_container(cfg.data, resolve=True)
-    except Exception as error:  # Hydra raises several types; all are configuration mistakes
-        fail(config_error_message(error))
+        return compose("train", overrides)["data"]
+    except ConfigError as error:
+        fail(str(error))
 
 
 def prepare(args: argparse.Namespace) -> None:

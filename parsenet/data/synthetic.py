@@ -14,7 +14,6 @@ The data is deterministic in its parameters (seed, counts, size) and regenerated
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from PIL import Image
 from parsenet.data.info import VOC_COLOURS, DatasetInfo, voc_palette
 from parsenet.data.voc import VOC_SUBDIR
 from parsenet.errors import DataError
+from parsenet.fileio import staged_folder
 from parsenet.visualize import save_label_png
 
 SYNTHETIC_CLASSES = ("background", "boat", "car", "buoy", "sign")
@@ -122,17 +122,14 @@ def ensure_synthetic(
             "choose another data.root for data=synthetic"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    write_synthetic(staging, num_train, num_val, height, width, seed)
-    (staging / MARKER).write_text(json.dumps(params, indent=2) + "\n")
     if root.exists():
         shutil.rmtree(root)
     try:
-        staging.rename(root)
+        with staged_folder(root) as staging:
+            write_synthetic(staging, num_train, num_val, height, width, seed)
+            (staging / MARKER).write_text(json.dumps(params, indent=2) + "\n")
     except OSError:
         # Another process finished the same dataset first; keep theirs if it matches.
-        shutil.rmtree(staging, ignore_errors=True)
         if not (marker.is_file() and json.loads(marker.read_text()) == params):
             raise
     return root

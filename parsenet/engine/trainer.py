@@ -4,7 +4,6 @@ signals, non-finite steps, mixed precision and DDP."""
 from __future__ import annotations
 
 import logging
-import resource
 import time
 import warnings
 from collections.abc import Iterator
@@ -37,7 +36,13 @@ from parsenet.engine.faults import NonFiniteGuard, StopRequest
 from parsenet.engine.insight import normalisation_scalars, stack_panels, validation_panels
 from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
 from parsenet.engine.precision import Precision
-from parsenet.engine.runtime import resolve_device, rng_state, seed_everything, set_rng_state
+from parsenet.engine.runtime import (
+    peak_memory_mb,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from parsenet.engine.training_log import TrainingLog
 from parsenet.errors import CheckpointError, ConfigError, DataError
 from parsenet.fileio import remove_stale_temporaries
@@ -537,10 +542,3 @@ class Trainer:
             images_per_second,
             time.strftime("%H:%M:%S", time.gmtime(eta)),
         )
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated on ``device``, or this process's peak resident memory on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

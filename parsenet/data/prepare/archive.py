@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import tarfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from parsenet.errors import DataError
@@ -40,24 +37,6 @@ def check_inside(destination: Path, member: str, archive: Path) -> None:
     target = (destination / member).resolve()
     if not target.is_relative_to(destination.resolve()):
         raise DataError(f"{archive} holds {member!r}, outside the folder it unpacks into")
-
-
-@contextmanager
-def staged(target: Path) -> Iterator[Path]:
-    """A scratch folder that becomes ``target`` only if the block finishes.
-
-    Converters write into it, so an interrupted or failed run leaves no half-written dataset
-    behind (the scratch folder is removed; a rerun starts clean).
-    """
-    scratch = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        yield scratch
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    scratch.rename(target)
 
 
 def find_one(folder: Path, pattern: str, what: str) -> Path:

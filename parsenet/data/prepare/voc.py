@@ -18,7 +18,7 @@ import scipy.io
 from tqdm import tqdm
 
 from parsenet.data.info import VOC_COLOURS
-from parsenet.data.prepare.archive import extract, find_one, staged
+from parsenet.data.prepare.archive import extract, find_one
 from parsenet.data.prepare.common import (
     check_count,
     check_prepared,
@@ -31,6 +31,7 @@ from parsenet.data.prepare.common import (
 from parsenet.data.prepare.download import Source, fetch
 from parsenet.data.voc import VOC_SUBDIR
 from parsenet.errors import DataError
+from parsenet.fileio import staged_folder as staged
 from parsenet.visualize import save_label_png
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,82 @@
+"""The configs shipped with parsenet, and composing them into plain dicts (one error policy).
+
+The ``configs/`` tree of the repository is installed as the package ``parsenet.configs`` (see
+``setup.cfg``), so an installed wheel has the same configs as a checkout. Users add their own
+config folders with ``config_dirs`` here, or Hydra's ``--config-dir`` on the command line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from parsenet.errors import ConfigError
+
+
+def config_dir() -> Path:
+    """The folder of the shipped configs (``train.yaml``, ``model/``, ``data/``, …)."""
+    return Path(str(resources.files("parsenet.configs")))
+
+
+def config_names(group: str) -> list[str]:
+    """The config names of one group (``data`` → ``camvid``, ``voc``, …), sorted."""
+    return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
+
+
+def config_error_message(error: Exception) -> str:
+    """Turn a Hydra/OmegaConf composition error into one line that names the key."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+
+    cause = error.__cause__ or error
+    override = re.search(r"Could not override '([^']+)'", str(error))
+    if override and isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        key = override.group(1)
+        return (
+            f"unknown config key '{key}'; check its spelling against the configs "
+            f"(`--cfg job` prints them) or add a new key with +{key}=…"
+        )
+    if isinstance(error, MissingConfigException) and error.options:
+        group, _, choice = (error.missing_cfg_file or "").rpartition("/")
+        return (
+            f"{group}={choice} is not a config; choose one of {', '.join(error.options)} "
+            f"(configs/{group}/)"
+        )
+    if isinstance(cause, MissingMandatoryValue):
+        key = getattr(cause, "full_key", None) or "a required key"
+        return f"missing value for '{key}'; pass {key}=…"
+    return " ".join(str(error).replace("\n", "; ").split()).replace(";;", ";").strip("; ")
+
+
+def compose(
+    name: str,
+    overrides: Sequence[str] = (),
+    config_dirs: Sequence[str | Path] = (),
+) -> dict[str, Any]:
+    """Compose ``<name>.yaml`` of the shipped configs with Hydra overrides, resolved into plain
+    dicts and lists — what the commands run with.
+
+    Args:
+        name: ``train``, ``eval``, ``predict`` or ``export``.
+        overrides: command-line style overrides (``model=fcn``, ``train.max_iters=10``, …).
+        config_dirs: folders of the user's own configs, searched before the shipped ones (a
+            ``data/mine.yaml`` there is ``data=mine``).
+
+    Raises:
+        ConfigError: one line naming the key or group that is wrong.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    extra = [f"file://{Path(folder).expanduser().resolve()}" for folder in config_dirs]
+    search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(name, overrides=[*search, *overrides])
+            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as error:  # Hydra raises several types; all are configuration mistakes
+        raise ConfigError(config_error_message(error)) from None
