@@ -80,3 +80,16 @@ def compose(
             return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as error:  # Hydra raises several types; all are configuration mistakes
         raise ConfigError(config_error_message(error)) from None
+
+
+def instantiate(node: dict[str, Any], key: str, **kwargs: Any) -> Any:
+    """Build the object a config node with ``_target_`` describes (``kwargs`` added to its
+    arguments); a wrong target or argument is a :class:`ConfigError` naming ``key``."""
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except Exception as error:  # Hydra wraps import, argument and constructor errors
+        cause = error.__cause__ or error
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else repr(cause)
+        raise ConfigError(f"{key}: cannot build {node.get('_target_')!r}: {message}") from None

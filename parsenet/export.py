@@ -6,13 +6,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from parsenet.errors import ConfigError
+from parsenet.errors import ConfigError, ParsenetError
 from parsenet.fileio import atomic_output
+from parsenet.loading import load_for_inference
+from parsenet.report import write_json
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime (or pip install -e '.[export]')"
@@ -93,3 +96,50 @@ def parity(model: nn.Module, runner: Runner, sizes: Sequence[Sequence[int]]) -> 
             }
         )
     return results
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    fmt: str,
+    out: str | Path,
+    record: str | Path,
+    check_sizes: Sequence[Sequence[int]] = ((375, 500), (512, 384)),
+    min_agreement: float = 0.999,
+) -> dict[str, Any]:
+    """Export a checkpoint's model to ``out``, check it against the eager model on
+    ``check_sizes`` and write ``record`` (JSON: parity numbers, the input normalisation the
+    model expects, class names, palette). Returns that record.
+
+    Raises:
+        ParsenetError: the export agrees on fewer than ``min_agreement`` of the pixels (the file
+            is removed, nothing is kept).
+    """
+    loaded = load_for_inference(checkpoint, "cpu")
+    out = export_model(loaded.model, fmt, out)
+    results = parity(loaded.model, load_runner(fmt, out), check_sizes)
+    worst = min(result["argmax_agreement"] for result in results)
+    if worst < min_agreement:
+        out.unlink()
+        raise ParsenetError(
+            f"the {fmt} export agrees with the eager model on only {100 * worst:.3f} % of pixels "
+            f"(min_agreement={min_agreement}); nothing was kept"
+        )
+    norm = loaded.normalization
+    about = {
+        "file": str(out),
+        "format": fmt,
+        "checkpoint": str(checkpoint),
+        "input": "N×3×H×W float32, any H and W; output N×K×H×W logits",
+        "input_norm": {
+            "name": norm.name,
+            "channel_order": norm.channel_order,
+            "pixel_scale": norm.pixel_scale,
+            "mean": list(norm.mean),
+            "std": list(norm.std),
+        },
+        "class_names": loaded.class_names,
+        "palette": loaded.palette,
+        "parity": results,
+    }
+    write_json(record, about)
+    return about

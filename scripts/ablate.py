@@ -28,11 +28,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from parsenet.config import config_dir
 from parsenet.fileio import atomic_write
 from parsenet.report import write_json
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = REPO / "configs" / "ablation"
+TABLES = config_dir() / "ablation"
 METRICS = (
     ("mIoU", "mIoU"),
     ("pixel_acc", "pixel acc"),

@@ -15,28 +15,24 @@ import sys
 from pathlib import Path
 
 from parsenet.analysis import FIGURE2_LAYERS, feature_norms, learned_scales
-from parsenet.data import build_dataset, dataset_info
+from parsenet.data import build_dataset
 from parsenet.data.loader import make_loader
-from parsenet.data.normalization import get_normalization
 from parsenet.data.transforms import eval_transform
-from parsenet.engine.checkpoint import load_checkpoint, restore_model
 from parsenet.errors import ParsenetError
 from parsenet.fileio import atomic_write
+from parsenet.loading import load_for_inference
 
 
 def checkpoint_report(path: Path, num_images: int) -> tuple[dict, dict, str]:
     """Feature norms and γ summary of one checkpoint, and what they were measured on."""
-    checkpoint = load_checkpoint(path)
-    config = checkpoint["config"]
-    info = dataset_info(config["data"])
-    model = restore_model(checkpoint, path)
-    transform = eval_transform(get_normalization(config["model"]["input_norm"]))
-    dataset = build_dataset(config["data"], config["data"]["val_split"], transform)
+    loaded = load_for_inference(path, "cpu")
+    data = loaded.data_config
+    dataset = build_dataset(data, data["val_split"], eval_transform(loaded.normalization))
     loader = make_loader(dataset, 1, 0)
     images = (batch["image"] for batch in itertools.islice(loader, num_images))
-    norms = feature_norms(model, images)
-    where = f"{min(num_images, len(dataset))} {info.name} {config['data']['val_split']} images"
-    return norms, learned_scales(model), where
+    norms = feature_norms(loaded.model, images)
+    where = f"{min(num_images, len(dataset))} {data['name']} {data['val_split']} images"
+    return norms, learned_scales(loaded.model), where
 
 
 def main() -> int:

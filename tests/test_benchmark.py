@@ -72,7 +72,8 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
         "data.augment.crop_size=32",
     ):
         command.append(f"--override={override}")
-    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path, timeout=120)
+    finished = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert finished.returncode == 0, f"benchmark.py failed:\n{finished.stderr[-4000:]}"
 
     report = json.loads((out / "benchmark.json").read_text())
     environment = report["environment"]

@@ -164,7 +164,7 @@ def released(tmp_path_factory) -> tuple[dict[str, list[np.ndarray]], dict[str, b
 def converted(released, tmp_path_factory) -> Path:
     """The released net converted by the real CLI (arch chosen automatically)."""
     out = tmp_path_factory.mktemp("converted") / "parsenet_voc12.pt"
-    result = run_cli("convert", "caffe", str(released[2]), f"out={out}", check=True)
+    result = run_cli("convert", "caffe", str(released[2]), "--out", str(out), check=True)
     assert f"{RELEASED_PARAMETERS:,} parameters" in result.stdout, result.stdout
     assert "arch=parsenet_voc" in result.stdout and "not the released" in result.stdout
     return out
@@ -379,7 +379,7 @@ def test_reduced_vgg16_initialises_trunk_with_caffe_inputs(released, tmp_path: P
     model_path.write_bytes(encode_net(layers, name="VGG_ILSVRC_16_layers"))
     out = tmp_path / "vgg16_reducedfc_caffe.pth"
 
-    result = run_cli("convert", "caffe", str(model_path), f"out={out}", check=True)
+    result = run_cli("convert", "caffe", str(model_path), "--out", str(out), check=True)
 
     assert "arch=reduced_vgg16" in result.stdout
     assert "fc8 (1000×1024×1×1, 1×1×1×1000)" in result.stdout
@@ -432,15 +432,20 @@ def without(layers: dict[str, bytes], name: str) -> bytes:
         ("truncated", ("VGG_VOC2012ext.caffemodel", "truncated")),
         ("missing_layer", ("VGG_VOC2012ext.caffemodel", "no layer pool6_1x1_norm")),
         ("wrong_shape", ("fc7_norm_score21", "20×1024×1×1", "21×1024×1×1")),
-        ("unknown_arch", ("arch=resnet50", "parsenet_voc", "reduced_vgg16")),
+        ("unknown_arch", ("--arch", "resnet50", "parsenet_voc", "reduced_vgg16")),
         ("missing_file", ("VGG_VOC2012ext.caffemodel: no such file",)),
+        ("no_out", ("--out",)),
+        ("out_is_a_folder", ("--out", "is a folder", "parsenet_voc12.pt")),
+        ("old_style_option", ("--out",)),
+        ("unknown_format", ("'onnx'", "caffe")),
     ],
 )
 def test_cli_errors_are_one_line_and_write_nothing(
     released, tmp_path: Path, case, fragments
 ) -> None:
     blobs, layers, path = released
-    model_path, options = tmp_path / "VGG_VOC2012ext.caffemodel", []
+    model_path, out = tmp_path / "VGG_VOC2012ext.caffemodel", tmp_path / "out" / "model.pt"
+    arguments = ["caffe", str(model_path), "--out", str(out)]
     if case == "truncated":
         model_path.write_bytes(path.read_bytes()[:3_000_000])  # cut inside conv3
     elif case == "missing_layer":
@@ -454,10 +459,18 @@ def test_cli_errors_are_one_line_and_write_nothing(
             without(layers, "fc7_norm_score21") + encode_layer("fc7_norm_score21", twenty)
         )
     elif case == "unknown_arch":
-        model_path, options = path, ["arch=resnet50"]
-    out = tmp_path / "out" / "model.pt"
+        arguments = ["caffe", str(path), "--out", str(out), "--arch", "resnet50"]
+    elif case == "no_out":
+        arguments = ["caffe", str(path)]
+    elif case == "out_is_a_folder":
+        out.parent.mkdir()
+        arguments = ["caffe", str(path), "--out", str(out.parent)]
+    elif case == "old_style_option":
+        arguments = ["caffe", str(path), f"out={out}"]
+    elif case == "unknown_format":
+        arguments = ["onnx", str(path), "--out", str(out)]
 
-    result = run_cli("convert", "caffe", str(model_path), f"out={out}", *options)
+    result = run_cli("convert", *arguments)
 
     assert_one_line_error(result, *fragments)
     assert not out.parent.exists() or not any(out.parent.iterdir())

@@ -90,8 +90,9 @@ def test_data_cli_argument_mistakes(args: list[str], fragment: str, capsys):
     with pytest.raises(SystemExit) as stop:
         data_main(args)
     assert stop.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(errors) == 1 and fragment in errors[0], errors
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and fragment in errors[0] and "usage:" not in err, err
 
 
 def env_path(name: str) -> Path:

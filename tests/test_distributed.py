@@ -13,7 +13,7 @@ DETERMINISTIC = [
     *TINY_MODEL,
     *TINY_SYNTHETIC,
     "optim=adamw",
-    "train.loss=sum",  # per-process sums average to the global batch's sum exactly
+    "loss.reduction=sum",  # per-process sums average to the global batch's sum exactly
     "model.backbone.dropout=0",
     "model.head.context_dropout=0",
     "train.num_overlays=0",

@@ -35,9 +35,8 @@ def test_every_table_row_is_an_experiment_that_builds(table):
         assert name in EXPERIMENTS and row["source"], name
         cfg = compose_train(f"experiment={name}", "model.backbone.width_mult=0.0625")
         assert cfg["model"]["name"] == name
-        assert (
-            cfg["train"]["loss"] == "sum" and cfg["model"]["backbone"]["pretrained"] == "imagenet"
-        )
+        assert cfg["loss"]["reduction"] == "sum"
+        assert cfg["model"]["backbone"]["pretrained"] == "imagenet"
         model = build_model(cfg["model"], dataset_info(cfg["data"]).num_classes)
         head, trunk = cfg["model"]["head"], cfg["model"]["backbone"]
         assert set(model.head.spatial_taps) == {t for t in head["taps"] if t != "pool6"}
@@ -61,19 +60,38 @@ def test_voc_rows_differ_only_in_what_their_names_say():
     assert released["head"]["taps"] == ["fc7", "pool6"] and released["head"]["fusion"] == "late"
 
 
+@pytest.mark.parametrize("model", ["parsenet", "fcn", "fcn32s"])
+def test_scale_defaults_live_in_the_code_and_can_be_overridden(model):
+    """The configs leave γ unset (FusionHead's defaults); one tap can be set from the command
+    line and the others keep their defaults."""
+    tiny, taps = "model.backbone.width_mult=0.0625", "model.head.taps=[conv4_3,fc7,pool6]"
+    assert compose_train(f"model={model}")["model"]["head"]["scale_init"] is None
+    for override in ("model.head.scale_init={conv4_3: 30}", "+model.head.scale_init.conv4_3=30"):
+        cfg = compose_train(f"model={model}", tiny, taps, "model.head.normalize=true", override)
+        assert cfg["model"]["head"]["scale_init"] == {"conv4_3": 30}
+        norms = build_model(cfg["model"], 5).head.norms
+        scales = {key: norm.weight.unique().tolist() for key, norm in norms.items()}
+        assert scales == {"conv4_3": [30.0], "fc7": [10.0], "pool6_1x1": [10.0]}
+
+
+def test_no_experiment_sets_its_own_scale_defaults():
+    for name in EXPERIMENTS:
+        assert compose_train(f"experiment={name}")["model"]["head"]["scale_init"] is None, name
+
+
 def test_caffe_recipe_is_the_original_solver():
     cfg = compose_train("recipe=caffe")
     assert cfg["optim"]["_target_"] == "torch.optim.SGD"
     assert cfg["optim"]["lr"] == 1e-8 and cfg["optim"]["momentum"] == 0.9
     assert cfg["optim"]["weight_decay"] == 5e-4
     train = cfg["train"]
-    assert (train["batch_size"], train["iter_size"], train["loss"]) == (1, 8, "sum")
-    assert (train["max_iters"], train["poly_power"]) == (20000, 0.9)
-    assert (train["new_layer_lr_mult"], train["bias_lr_mult"]) == (10, 2)
+    assert (train["batch_size"], train["iter_size"], cfg["loss"]["reduction"]) == (1, 8, "sum")
+    assert (train["max_iters"], cfg["schedule"]["power"]) == (20000, 0.9)
+    assert (cfg["lr_mult"]["new_layers"], cfg["lr_mult"]["bias"]) == (10, 2)
     assert cfg["data"]["augment"] == {"crop_size": None, "scale_range": [1.0, 1.0], "flip": False}
     # A command-line recipe replaces the one an experiment names.
     mini = compose_train("experiment=parsenet_vgg16-os8_voc12aug", "recipe=cpu_miniature")
-    assert mini["train"]["loss"] == "mean" and mini["model"]["backbone"]["pretrained"] == "none"
+    assert mini["loss"]["reduction"] == "mean" and mini["model"]["backbone"]["pretrained"] == "none"
 
 
 def run_ablate(*args: str) -> subprocess.CompletedProcess:
@@ -176,7 +194,7 @@ def test_model_options_and_the_caffe_recipe_from_the_command_line(tmp_path: Path
     assert result.returncode == 0, result.stderr[-2000:]
     checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
     weights, cfg = checkpoint["model"], checkpoint["config"]
-    assert (cfg["train"]["batch_size"], cfg["train"]["loss"]) == (1, "sum")
+    assert (cfg["train"]["batch_size"], cfg["loss"]["reduction"]) == (1, "sum")
     assert weights["head.norms.conv4_3.weight"].tolist() == [5.0]  # shared, fixed
     assert weights["head.norms.pool6_2x2.weight"].tolist() == [10.0]
     assert weights["head.scores.fused.weight"].shape[1] == 32 + 256 + 2 * 256

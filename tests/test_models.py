@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from parsenet.errors import ConfigError
 from parsenet.models import L2Norm, build_model
-from parsenet.models.head import unpool, upsample_to
+from parsenet.models.head import DEFAULT_SCALE_INIT, unpool, upsample_to
 from parsenet.models.upsample import DeconvUpsample
 
 TINY = {"width_mult": 0.0625}
@@ -76,6 +76,45 @@ def test_taps_have_their_strides():
         "conv5_3": (7, 5),
         "fc7": (4, 3),
     }
+
+
+@pytest.mark.parametrize("arch", ["reduced_vgg16", "vgg16_fcn32"])
+def test_taps_are_the_outputs_of_named_layers(arch):
+    trunk = build_model(tiny({"backbone": {"arch": arch}}), 3).backbone.eval()
+    assert trunk.tap_outputs == {
+        "conv3_3": "relu3_3",
+        "conv4_3": "relu4_3",
+        "conv5_3": "relu5_3",
+        "fc7": "drop7",
+    }
+    image = torch.randn(1, 3, 40, 36)
+    with torch.no_grad():
+        features = trunk.features(image, tuple(trunk.tap_outputs))
+        x, by_layer = image, {}
+        for name, layer in trunk.layers.named_children():
+            x = by_layer[name] = layer(x)
+    assert list(features) == list(trunk.tap_outputs)  # network order
+    for tap, output in trunk.tap_outputs.items():
+        torch.testing.assert_close(features[tap], by_layer[output], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cannot tap"):
+        trunk.features(image, ("conv2_2",))
+
+
+def test_unset_scales_take_the_heads_defaults():
+    model = build_model(tiny({"head": {"taps": ALL_TAPS}}), 5)
+    scales = {key: norm.weight.unique().tolist() for key, norm in model.head.norms.items()}
+    assert scales == {
+        **{tap: [DEFAULT_SCALE_INIT[tap]] for tap in ALL_TAPS if tap != "pool6"},
+        "pool6_1x1": [DEFAULT_SCALE_INIT["pool6"]],
+    }
+    shared = build_model(tiny({"head": {"taps": ALL_TAPS, "scale_init": 3}}), 5)
+    assert all(norm.weight.eq(3).all() for norm in shared.head.norms.values())
+
+
+def test_new_layers_are_the_score_convolutions():
+    model = build_model(tiny({"head": {"taps": ALL_TAPS, "context_bins": [1, 2]}}), 5)
+    assert set(model.new_layers()) == set(model.head.scores.values())
+    assert len(model.new_layers()) == len(ALL_TAPS) + 1
 
 
 def test_normalisation_options():

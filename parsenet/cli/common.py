@@ -22,6 +22,7 @@ from parsenet.errors import ConfigError, ParsenetError
 
 USAGE_ERROR = 2
 MULTIRUN_FLAGS = {"-m", "--multirun"}
+CONFIG_DIR_FLAGS = {"--config-dir", "-cd"}
 
 Task = Callable[[dict[str, Any], Path], None]
 
@@ -57,13 +58,14 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
     ]
 
 
-def check_config(config_name: str, overrides: list[str]) -> None:
-    """Compose and resolve the config with these overrides; exit with one line if that fails.
+def check_config(config_name: str, overrides: list[str], config_dirs: list[str]) -> None:
+    """Compose and resolve the config with these overrides (and the user's config folders); exit
+    with one line if that fails.
 
     For a multirun the first job's overrides stand for all (a wrong key is wrong in every job).
     """
     try:
-        compose(config_name, first_of_each_sweep(overrides))
+        compose(config_name, first_of_each_sweep(overrides), config_dirs)
     except ConfigError as error:
         fail(str(error))
 
@@ -92,13 +94,47 @@ def share_run_dir(run_dir: Path, context: DistContext) -> Path:
     return shared
 
 
-def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
+def config_dir_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """Split off Hydra's ``--config-dir DIR`` / ``-cd DIR`` / ``--config-dir=DIR`` (the user's
+    own config folders): returns (those folders, the other arguments)."""
+    folders: list[str] = []
+    rest: list[str] = []
+    pending = False
+    for argument in arguments:
+        if pending:
+            folders.append(argument)
+            pending = False
+        elif argument in CONFIG_DIR_FLAGS:
+            pending = True
+        elif argument.startswith("--config-dir="):
+            folders.append(argument.partition("=")[2])
+        else:
+            rest.append(argument)
+    return folders, rest
+
+
+def opened(arguments: list[str], nodes: tuple[str, ...]) -> list[str]:
+    """Overrides of keys under ``nodes`` (``data.root=…``) as Hydra's add-or-override
+    (``++data.root=…``): those nodes start empty and take their keys from a checkpoint, which
+    checks them (see :func:`parsenet.loading.lay_over`)."""
+
+    def is_key_of_node(argument: str) -> bool:
+        key = argument.partition("=")[0]
+        return "=" in argument and "." in key and key.partition(".")[0] in nodes
+
+    return [f"++{argument}" if is_key_of_node(argument) else argument for argument in arguments]
+
+
+def hydra_command(
+    config_name: str, open_nodes: tuple[str, ...] = ()
+) -> Callable[[Task], Callable[[], None]]:
     """Turn ``task(cfg, run_dir)`` into a console-script ``main`` driven by ``configs/<name>.yaml``.
 
-    Overrides are checked before Hydra starts, so a wrong key or value ends in one line instead of
-    Hydra's multi-line report; a :class:`~parsenet.errors.ParsenetError` raised by the task
-    (missing data, bad file, wrong checkpoint) also ends in one line with exit status 2. The task
-    receives the resolved config as plain dicts and the run folder.
+    Overrides are checked before Hydra starts (with the user's ``--config-dir`` folders), so a
+    wrong key or value ends in one line instead of Hydra's multi-line report; a
+    :class:`~parsenet.errors.ParsenetError` raised by the task (missing data, bad file, wrong
+    checkpoint) also ends in one line with exit status 2. The task receives the resolved config as
+    plain dicts and the run folder. Keys under ``open_nodes`` may be any key (see :func:`opened`).
     """
 
     def decorate(task: Task) -> Callable[[], None]:
@@ -115,12 +151,11 @@ def hydra_command(config_name: str) -> Callable[[Task], Callable[[], None]]:
 
         @functools.wraps(task)
         def main() -> None:
-            arguments = sys.argv[1:]
+            sys.argv[1:] = opened(sys.argv[1:], open_nodes)
+            folders, arguments = config_dir_arguments(sys.argv[1:])
             flags = {argument for argument in arguments if argument.startswith("-")}
-            if (
-                flags <= MULTIRUN_FLAGS
-            ):  # other flags (--help, --cfg job, …) go to Hydra as they are
-                check_config(config_name, [a for a in arguments if a not in flags])
+            if flags <= MULTIRUN_FLAGS:  # other flags (--help, --cfg job, …) go to Hydra as is
+                check_config(config_name, [a for a in arguments if a not in flags], folders)
             hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
                 run
             )()

@@ -1,13 +1,13 @@
-"""``parsenet-convert caffe MODEL.caffemodel out=PATH [arch=auto|parsenet_voc|reduced_vgg16]``.
+"""``parsenet-convert``: the original Caffe models as parsenet weights, without Caffe.
 
-Converts the original Caffe models without Caffe:
+    parsenet-convert caffe MODEL.caffemodel --out PATH [--arch auto|parsenet_voc|reduced_vgg16]
 
-- ``arch=parsenet_voc``: the released ParseNet (``VGG_VOC2012ext.caffemodel``) → a parsenet
+- ``--arch parsenet_voc``: the released ParseNet (``VGG_VOC2012ext.caffemodel``) → a parsenet
   checkpoint that ``parsenet-eval`` / ``parsenet-predict`` / ``parsenet-export`` take as it is
   (the model and data config of the ``parsenet_vgg16-os8_voc12aug`` row, ``input_norm: caffe``);
-- ``arch=reduced_vgg16``: ``VGG_ILSVRC_16_layers_fc_reduced.caffemodel`` → a state dict for
+- ``--arch reduced_vgg16``: ``VGG_ILSVRC_16_layers_fc_reduced.caffemodel`` → a state dict for
   ``model.backbone.pretrained=PATH`` (the Caffe input convention follows from it);
-- ``arch=auto`` (default): ``parsenet_voc`` if the file has the ParseNet score layers, else
+- ``--arch auto`` (default): ``parsenet_voc`` if the file has the ParseNet score layers, else
   ``reduced_vgg16``.
 
 Every mistake ends in one ``error:`` line with exit status 2; the output file is written
@@ -16,14 +16,14 @@ atomically, so a failed conversion leaves nothing behind.
 
 from __future__ import annotations
 
-import re
-import sys
+import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from parsenet.cli.arguments import ArgumentParser
 from parsenet.cli.common import fail, one_line
 from parsenet.config import compose
 from parsenet.convert import (
@@ -40,47 +40,8 @@ from parsenet.engine.checkpoint import save_checkpoint
 from parsenet.errors import ConfigError, ParsenetError
 from parsenet.fileio import atomic_write
 
-USAGE = f"usage: parsenet-convert caffe MODEL.caffemodel out=PATH [arch=auto|{'|'.join(ARCHS)}]"
-SOURCE_FORMATS = ("caffe",)
-DEFAULT_OPTIONS = {"out": None, "arch": "auto"}
 # The paper-table row of the released VOC model (configs/experiment/).
 RELEASED_EXPERIMENT = "parsenet_vgg16-os8_voc12aug"
-OPTION = re.compile(r"^([A-Za-z_][\w.]*)=(.*)$")
-
-
-def parse_arguments(arguments: list[str]) -> tuple[Path, dict[str, str]]:
-    """Check ``caffe MODEL key=value …`` and return the model path and the options."""
-    options = dict(DEFAULT_OPTIONS)
-    positional = []
-    for argument in arguments:
-        match = OPTION.match(argument)
-        if match is None:
-            positional.append(argument)
-        elif match.group(1) not in DEFAULT_OPTIONS:
-            raise ConfigError(
-                f"unknown option '{match.group(1)}'; parsenet-convert takes "
-                f"{' and '.join(f'{key}=' for key in DEFAULT_OPTIONS)} ({USAGE})"
-            )
-        else:
-            options[match.group(1)] = match.group(2)
-    if not positional or positional[0] not in SOURCE_FORMATS:
-        given = f"'{positional[0]}' is not a source format" if positional else "nothing to convert"
-        raise ConfigError(f"{given}; {USAGE}")
-    if len(positional) != 2:
-        raise ConfigError(f"give exactly one model file after '{positional[0]}'; {USAGE}")
-    if options["arch"] not in ("auto", *ARCHS):
-        raise ConfigError(
-            f"arch={options['arch']} is not one of auto, {', '.join(ARCHS)}: parsenet_voc for "
-            f"{RELEASES['parsenet_voc'].file}, reduced_vgg16 for {RELEASES['reduced_vgg16'].file}"
-        )
-    if not options["out"]:
-        raise ConfigError(f"pass out=PATH, the file to write; {USAGE}")
-    if Path(options["out"]).is_dir():
-        raise ConfigError(
-            f"out={options['out']} is a folder; give the file to write, e.g. "
-            f"out={Path(options['out']) / 'parsenet_voc12.pt'}"
-        )
-    return Path(positional[1]), options
 
 
 def released_config() -> dict[str, Any]:
@@ -107,12 +68,12 @@ def save_state_dict(path: Path, state: dict[str, torch.Tensor]) -> Path:
     return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
-def convert(model_path: Path, options: dict[str, str]) -> None:
-    """Read the caffemodel, map its layers, write ``out`` and print what was done."""
+def convert_caffe(args: argparse.Namespace) -> None:
+    """Read the caffemodel, map its layers, write ``--out`` and print what was done."""
     started = time.perf_counter()
+    model_path, out = args.model, args.out
     net = read_caffemodel(model_path)
-    arch = options["arch"] if options["arch"] != "auto" else detect_arch(net)
-    out = Path(options["out"])
+    arch = args.arch if args.arch != "auto" else detect_arch(net)
     if arch == "parsenet_voc":
         payload, report = parsenet_voc_checkpoint(net, released_config(), str(model_path))
         tensors, save = payload["model"], save_checkpoint
@@ -122,7 +83,7 @@ def convert(model_path: Path, options: dict[str, str]) -> None:
     try:
         save(out, payload)
     except OSError as error:
-        raise ConfigError(f"cannot write out={out}: {error.strerror or error}") from None
+        raise ConfigError(f"cannot write {out}: {error.strerror or error}") from None
     count = sum(tensor.numel() for tensor in tensors.values())
     release = RELEASES[arch]
     origin = (
@@ -147,15 +108,42 @@ def convert(model_path: Path, options: dict[str, str]) -> None:
         print(f"next: parsenet-train model.backbone.pretrained={out} …")
 
 
-def main() -> None:
-    """Console entry point (``parsenet-convert``)."""
-    arguments = sys.argv[1:]
-    if {"-h", "--help"} & set(arguments):
-        print(f"{USAGE}\n\n{__doc__}")
-        return
+def output_file(text: str) -> Path:
+    """An argparse type: the file to write (not a folder)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a folder; give the file to write, e.g. {path / 'parsenet_voc12.pt'}"
+        )
+    return path
+
+
+def parser() -> ArgumentParser:
+    """The command line of ``parsenet-convert``."""
+    main_parser = ArgumentParser(prog="parsenet-convert", description=__doc__.split("\n")[0])
+    formats = main_parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    caffe = formats.add_parser("caffe", help="a binary .caffemodel (ParseNet or its VGG16 trunk)")
+    caffe.add_argument("model", type=Path, metavar="MODEL.caffemodel", help="the file to convert")
+    caffe.add_argument(
+        "--out", type=output_file, required=True, metavar="PATH", help="the file to write"
+    )
+    caffe.add_argument(
+        "--arch",
+        choices=("auto", *ARCHS),
+        default="auto",
+        help=f"parsenet_voc for {RELEASES['parsenet_voc'].file} (→ a checkpoint), reduced_vgg16 "
+        f"for {RELEASES['reduced_vgg16'].file} (→ trunk weights); auto (default): told apart "
+        "by the ParseNet score layers",
+    )
+    caffe.set_defaults(run=convert_caffe)
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``parsenet-convert``."""
+    args = parser().parse_args(argv)
     try:
-        model_path, options = parse_arguments(arguments)
-        convert(model_path, options)
+        args.run(args)
     except ParsenetError as error:
         fail(one_line(error))
 

@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from parsenet.cli.arguments import ArgumentParser
 from parsenet.cli.common import fail
 from parsenet.config import compose, config_names
 from parsenet.data import build_dataset, dataset_info
 from parsenet.data.prepare import PREPARED_AS, PREPARERS
+from parsenet.data.prepare import prepare as prepare_dataset
 from parsenet.data.show import dataset_grid
 from parsenet.data.verify import format_report, verify_dataset
 from parsenet.errors import ConfigError, ParsenetError
@@ -49,7 +51,7 @@ def prepare(args: argparse.Namespace) -> None:
     """Download, check and convert one dataset under ``--root``."""
     root = Path(args.root)
     downloads = Path(args.downloads) if args.downloads else root / "downloads"
-    PREPARERS[args.dataset](root, downloads, args.mirror, args.allow_partial)
+    prepare_dataset(PREPARERS[args.dataset], root, downloads, args.mirror, args.allow_partial)
     name, folder = PREPARED_AS[args.dataset]
     where = root / folder
     print(f"prepared {args.dataset} under {root}")
@@ -85,9 +87,9 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ArgumentParser:
     """The command line of ``parsenet-data``."""
-    main_parser = argparse.ArgumentParser(prog="parsenet-data", description=__doc__.split("\n")[0])
+    main_parser = ArgumentParser(prog="parsenet-data", description=__doc__.split("\n")[0])
     commands = main_parser.add_subparsers(dest="command", required=True)
 
     prep = commands.add_parser("prepare", help="download, check and convert a public dataset")

@@ -12,8 +12,8 @@ from typing import Any
 from parsenet.cli.common import hydra_command, share_run_dir
 from parsenet.data import dataset_info
 from parsenet.engine.distributed import init_distributed, shutdown
-from parsenet.engine.trainer import Trainer
 from parsenet.report import bad_samples_note, scores_table
+from parsenet.training import train
 
 
 @hydra_command("train")
@@ -21,7 +21,7 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Train, evaluate on the validation split, print the per-class table."""
     context = init_distributed(cfg["device"])
     run_dir = share_run_dir(run_dir, context)
-    record = Trainer(cfg, run_dir, context).run()
+    record = train(cfg, run_dir, context)
     shutdown(context)
     if not context.is_main:
         return

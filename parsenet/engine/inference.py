@@ -36,18 +36,21 @@ class InferenceMode:
     flip: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> InferenceMode:
-        """Build from the ``eval`` config: ``mode`` plus its ``slide``/``msflip`` node."""
+    def from_config(cls, cfg: Mapping[str, Any], prefix: str = "") -> InferenceMode:
+        """Build from an ``inference`` config node (``configs/inference/default.yaml``):
+        ``mode`` plus its ``slide``/``msflip`` settings; ``prefix`` is where the node sits
+        (``train.eval.`` for validation), for messages."""
         mode = cfg["mode"]
         if mode not in MODES:
-            raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+            raise ConfigError(f"{prefix}mode={mode!r} is not one of {MODES}")
         slide, msflip = cfg["slide"], cfg["msflip"]
         if mode == "slide" and not 0 < slide["stride"] <= slide["crop"]:
             raise ConfigError(
-                f"slide.stride={slide['stride']} must be in 1…slide.crop={slide['crop']}"
+                f"{prefix}slide.stride={slide['stride']} must be in "
+                f"1…{prefix}slide.crop={slide['crop']}"
             )
         if mode == "msflip" and (not msflip["scales"] or min(msflip["scales"]) <= 0):
-            raise ConfigError(f"msflip.scales={msflip['scales']} must be positive numbers")
+            raise ConfigError(f"{prefix}msflip.scales={msflip['scales']} must be positive numbers")
         return cls(
             mode, slide["crop"], slide["stride"], tuple(msflip["scales"]), bool(msflip["flip"])
         )

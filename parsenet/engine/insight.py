@@ -61,3 +61,19 @@ def normalisation_scalars(model: SegmentationNet, images: list[torch.Tensor]) ->
     for name, summary in learned_scales(model).items():
         values[f"gamma/{name.removeprefix('head.norms.')}"] = summary["mean"]
     return values
+
+
+def evaluation_insight(
+    model: SegmentationNet,
+    dataset: SegmentationDataset,
+    per_class_iou: dict[str, float | None],
+    count: int,
+    device: torch.device,
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """What TensorBoard gets at each evaluation: per-class IoU, γ and feature-norm scalars, and
+    a grid of the first ``count`` validation panels (None when none could be drawn)."""
+    values = {f"val_iou/{name}": iou for name, iou in per_class_iou.items() if iou is not None}
+    panels = validation_panels(model, dataset, count, device)
+    values.update(normalisation_scalars(model, [tensor for _, _, tensor in panels]))
+    grid = stack_panels([panel for _, panel, _ in panels]) if panels else None
+    return values, grid

@@ -9,33 +9,45 @@ from parsenet.errors import ConfigError
 from parsenet.models.l2norm import L2Norm
 
 
+def new_layers(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The modules ``model`` declares new through its ``new_layers()`` method (see
+    :meth:`parsenet.models.parsenet.SegmentationNet.new_layers`); none for a model without one."""
+    declared = getattr(model, "new_layers", None)
+    return tuple(declared()) if callable(declared) else ()
+
+
 def parameter_groups(
     model: nn.Module,
     lr: float,
     weight_decay: float,
     new_layer_mult: float = 10.0,
     bias_mult: float = 2.0,
+    *,
+    scale_mult: float = 1.0,
 ) -> list[dict]:
     """Split parameters into SGD groups the way the Caffe model's ``lr_mult``/``decay_mult`` did.
 
     - ``base``: trunk and upsampling weights, lr × 1, weight decay × 1; their biases
       lr × ``bias_mult``, no decay;
-    - ``new``: the score layers (1×1 classifiers of the head), lr × ``new_layer_mult`` for
-      weights and × ``new_layer_mult · bias_mult`` for biases, no decay on biases;
-    - ``scale``: the L2Norm γ, lr × 1 with weight decay (Caffe gave them no ``param`` block).
+    - ``new``: the layers the model declares new (:func:`new_layers`: the head's 1×1
+      classifiers), lr × ``new_layer_mult`` for weights and × ``new_layer_mult · bias_mult`` for
+      biases, no decay on biases;
+    - ``scale``: the :class:`L2Norm` γ, lr × ``scale_mult`` with weight decay (Caffe gave them no
+      ``param`` block, i.e. × 1).
 
-    Each group carries a ``name`` and its ``lr_mult`` for logging.
+    Biases are the parameters named ``bias``; parameters that do not require gradients are left
+    out. Each group carries a ``name`` and its ``lr_mult`` for logging.
     """
+    new = set(new_layers(model))
     groups: dict[str, dict] = {}
-    for module_name, module in model.named_modules():
-        is_new = module_name.startswith("head.") and isinstance(module, nn.Conv2d)
+    for module in model.modules():
         for param_name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
             if isinstance(module, L2Norm):
-                name, mult, decay = "scale", 1.0, weight_decay
+                name, mult, decay = "scale", scale_mult, weight_decay
             else:
-                is_bias = param_name == "bias"
+                is_new, is_bias = module in new, param_name == "bias"
                 name = ("new" if is_new else "base") + ("_bias" if is_bias else "_weight")
                 mult = (new_layer_mult if is_new else 1.0) * (bias_mult if is_bias else 1.0)
                 decay = 0.0 if is_bias else weight_decay

@@ -1,5 +1,7 @@
-"""The iteration-based training loop: poly learning-rate decay, evaluation, checkpoints, resume,
-signals, non-finite steps, mixed precision and DDP."""
+"""The iteration-based training loop: steps, evaluation, checkpoints, resume, signals,
+non-finite steps, mixed precision and DDP. What it is built from lives beside it: settings
+(``settings.py``), parts (``assembly.py``), checkpoint state (``train_state.py``), the loss
+(``loss.py``) and logging (``training_log.py``)."""
 
 from __future__ import annotations
 
@@ -7,97 +9,29 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from parsenet.data import build_dataset, dataset_info
+from parsenet.data import dataset_info
 from parsenet.data.bad_samples import BadSampleLog
-from parsenet.data.loader import collate_samples, make_loader, worker_init
-from parsenet.data.normalization import InputNormalization, get_normalization
-from parsenet.data.sampling import ResumableSampler, SeededSamples
-from parsenet.data.transforms import eval_transform, train_transform
-from parsenet.engine.checkpoint import load_checkpoint, save_checkpoint
-from parsenet.engine.distributed import (
-    DistContext,
-    any_process,
-    gather_objects,
-    main_process_first,
-)
-from parsenet.engine.evaluator import evaluate, gather_bad_samples, shard
+from parsenet.engine.assembly import assemble, forward_module, training_loader
+from parsenet.engine.distributed import DistContext, any_process
+from parsenet.engine.evaluator import gather_bad_samples
 from parsenet.engine.faults import NonFiniteGuard, StopRequest
-from parsenet.engine.insight import normalisation_scalars, stack_panels, validation_panels
-from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
 from parsenet.engine.precision import Precision
-from parsenet.engine.runtime import (
-    peak_memory_mb,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
-from parsenet.engine.training_log import TrainingLog
-from parsenet.errors import CheckpointError, ConfigError, DataError
-from parsenet.fileio import remove_stale_temporaries
-from parsenet.models import build_model
-from parsenet.models.pretrained import choose_input_norm, initialise_backbone
+from parsenet.engine.runtime import peak_memory_mb, resolve_device, seed_everything
+from parsenet.engine.settings import TrainSettings
+from parsenet.engine.train_state import CheckpointFolder, TrainingState
+from parsenet.engine.training_log import TrainingLog, progress_line, step_scalars
 from parsenet.report import metrics_record, write_json
-from parsenet.visualize import save_png
 
 log = logging.getLogger(__name__)
-
-LOSS_REDUCTIONS = ("mean", "sum")
-
-
-def segmentation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, reduction: str = "mean"
-) -> torch.Tensor:
-    """Pixel-wise cross-entropy over labelled pixels.
-
-    ``mean`` averages over the labelled pixels of the batch (0, not NaN, when there are none);
-    ``sum`` sums over them and divides by the batch size only — Caffe's ``SoftmaxWithLoss`` with
-    ``normalize: false``, the paper's setting, whose learning rate is ≈ N_labelled_pixels times
-    smaller (1e-8 there ≈ 1.5e-3 to 1.9e-3 with ``mean`` on VOC images).
-    """
-    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
-    if reduction == "sum":
-        return total / labels.shape[0]
-    return total / (labels != ignore_index).sum().clamp(min=1)
-
-
-POSITIVE_SETTINGS = ("max_iters", "batch_size", "iter_size", "log_every", "max_nonfinite")
-NON_NEGATIVE_SETTINGS = ("eval_every", "checkpoint_every", "num_overlays", "keep_snapshots")
-
-
-def check_settings(cfg: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` for ``train.*`` counts and ``data.num_workers`` that are not
-    whole numbers in range, and for unknown choices, before anything is built."""
-    checks = [(f"train.{key}", cfg["train"][key], 1) for key in POSITIVE_SETTINGS]
-    checks += [(f"train.{key}", cfg["train"][key], 0) for key in NON_NEGATIVE_SETTINGS]
-    checks.append(("data.num_workers", cfg["data"]["num_workers"], 0))
-    for key, value, minimum in checks:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{key}={value!r} must be a whole number ≥ {minimum}")
-    if cfg["train"]["loss"] not in LOSS_REDUCTIONS:
-        raise ConfigError(f"train.loss={cfg['train']['loss']!r} is not one of {LOSS_REDUCTIONS}")
-
-
-def resume_path(resume: str | None, run_dir: Path) -> Path | None:
-    """The checkpoint ``train.resume`` names: ``auto`` is ``run_dir/checkpoints/last.pt`` when
-    it exists (a fresh start otherwise), a path is taken as it is, ``null`` is a fresh start."""
-    if resume in (None, "", "none"):
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
-    return Path(resume)
 
 
 class Trainer:
@@ -110,8 +44,9 @@ class Trainer:
     Under torchrun only rank 0 writes; evaluation is shared between the processes.
 
     Args:
-        cfg: the resolved config as plain containers (keys ``model``, ``data``, ``train``,
-            ``optim``, ``seed``, ``device``), as composed from ``configs/train.yaml``.
+        cfg: the resolved config as plain containers (``model``, ``data``, ``optim``,
+            ``lr_mult``, ``schedule``, ``loss``, ``train``, ``seed``, ``device``), as composed
+            from ``configs/train.yaml``; it is not modified.
         run_dir: output folder.
         context: this process's place under torchrun (default: one process on ``cfg.device``).
     """
@@ -119,199 +54,74 @@ class Trainer:
     def __init__(
         self, cfg: dict[str, Any], run_dir: str | Path, context: DistContext | None = None
     ) -> None:
-        self.cfg = cfg
+        self.settings = TrainSettings.from_config(cfg)
         self.run_dir = Path(run_dir)
-        self.settings = cfg["train"]
-        check_settings(cfg)
         self.context = context or DistContext(device=resolve_device(cfg["device"]))
         self.device = self.context.device
-        self.precision = Precision(self.settings["amp"], self.device)
-        seed_everything(cfg["seed"])
-        data_cfg, model_cfg = cfg["data"], cfg["model"]
-        self.info = dataset_info(data_cfg)
-        # One process downloads weights or generates data, the others read it afterwards.
-        with main_process_first(self.context):
-            normalization = self._build_model(model_cfg)
-            self._build_datasets(data_cfg, normalization)
-        self.val_loader = make_loader(
-            shard(self.val_set, self.context),
-            1,
-            data_cfg["num_workers"],
-            pin_memory=self.device.type == "cuda",
+        self.precision = Precision(self.settings.amp, self.device)
+        seed_everything(self.settings.seed)
+        self.info = dataset_info(cfg["data"])
+        parts = assemble(cfg, self.settings, self.info, self.context)
+        self.cfg = parts.config
+        self.model, self.memory_format = parts.model, parts.memory_format
+        self.train_set, self.val_set = parts.train_set, parts.val_set
+        self.validation = parts.validation
+        self.optimizer, self.loss = parts.optimizer, parts.loss
+        self.global_batch = self.settings.batch_size * self.context.world_size
+        self.state = TrainingState(
+            self.model,
+            self.optimizer,
+            parts.scheduler,
+            self.precision,
+            NonFiniteGuard(self.settings.max_nonfinite),
+            BadSampleLog(),
         )
-        self.optimizer = build_optimizer(
-            cfg["optim"],
-            parameter_groups(
-                self.model,
-                cfg["optim"]["lr"],
-                cfg["optim"].get("weight_decay", 0.0),
-                self.settings["new_layer_lr_mult"],
-                self.settings["bias_lr_mult"],
-            ),
-        )
-        self.scheduler = poly_schedule(
-            self.optimizer, self.settings["max_iters"], self.settings["poly_power"]
-        )
-        self.guard = NonFiniteGuard(self.settings["max_nonfinite"])
-        self.bad_samples = BadSampleLog()
-        self.iteration = 0
-        self.best_miou = float("-inf")
         self.step_lrs: dict[str, float] = {}  # learning rate of each group in the last step
         self.log = TrainingLog(self.run_dir, enabled=self.context.is_main)
-        if self.context.is_main:
-            remove_stale_temporaries(self.run_dir / "checkpoints")  # from a kill mid-save
-        checkpoint = resume_path(self.settings["resume"], self.run_dir)
-        if checkpoint is not None:
-            self.restore(checkpoint)
-        self.forward_model = self._wrap_model()
-
-    def _build_model(self, model_cfg: dict[str, Any]) -> InputNormalization:
-        """The model, initialised from its pretrained source, on the device; returns the input
-        normalisation its weights want (recorded in the config, so checkpoints carry it)."""
-        self.model = build_model(model_cfg, self.info.num_classes)
-        weights_convention = initialise_backbone(
-            self.model.backbone, model_cfg["backbone"].get("pretrained")
+        self.checkpoints = CheckpointFolder(
+            self.run_dir / "checkpoints", self.settings.keep_snapshots, self.context.is_main
         )
-        model_cfg["input_norm"] = choose_input_norm(model_cfg.get("input_norm"), weights_convention)
-        channels_last = self.settings["channels_last"]
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model.to(self.device, memory_format=self.memory_format)
-        return get_normalization(model_cfg["input_norm"])
+        resume = self.settings.resume_path(self.run_dir)
+        if resume is not None:
+            self.state.restore(resume, self.context)
+        self.forward_model = forward_module(self.model, self.settings, self.context)
 
-    def _build_datasets(self, data_cfg: dict[str, Any], normalization: InputNormalization) -> None:
-        """The training split (augmented) and the validation split (as it is)."""
-        augment = data_cfg["augment"]
-        self.train_set = build_dataset(
-            data_cfg,
-            data_cfg["train_split"],
-            train_transform(
-                normalization, augment["crop_size"], augment["scale_range"], augment["flip"]
-            ),
-        )
-        self.global_batch = self.settings["batch_size"] * self.context.world_size
-        if len(self.train_set) < self.global_batch:
-            processes = self.context.world_size
-            per = f" × {processes} processes" if processes > 1 else ""
-            raise DataError(
-                f"the {data_cfg['train_split']} split has {len(self.train_set)} images, fewer "
-                f"than train.batch_size={self.settings['batch_size']}{per}; lower the batch size"
-            )
-        self.val_set = build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
+    @property
+    def iteration(self) -> int:
+        """Optimiser steps taken so far."""
+        return self.state.iteration
 
-    def _wrap_model(self) -> torch.nn.Module:
-        """DDP across processes and ``torch.compile`` where asked; ``self.model`` stays the
-        plain module whose weights are saved."""
-        model: torch.nn.Module = self.model
-        if self.context.distributed:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            model = DistributedDataParallel(model, device_ids=device_ids)
-        if self.settings["compile"]:
-            model = torch.compile(model)
-        return model
+    @property
+    def guard(self) -> NonFiniteGuard:
+        """The count of steps with a non-finite loss or gradient."""
+        return self.state.guard
 
     def train_loader(self) -> DataLoader:
         """The endless training loader, positioned after the samples already consumed."""
-        sampler = ResumableSampler(
-            len(self.train_set),
-            self.global_batch,
-            seed=self.cfg["seed"],
-            rank=self.context.rank,
-            world_size=self.context.world_size,
-            start=self.samples_seen(),
-        )
-        workers = self.cfg["data"]["num_workers"]
-        return DataLoader(
-            SeededSamples(self.train_set),
-            batch_size=self.settings["batch_size"],
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=worker_init,
-            collate_fn=collate_samples,
-            # Its own generator: starting the loader never draws from the global torch RNG, which
-            # a resumed run restores from the checkpoint (dropout draws from it).
-            generator=torch.Generator().manual_seed(self.cfg["seed"]),
-        )
+        return training_loader(self.train_set, self.settings, self.context, self.samples_seen())
 
     def epoch(self) -> int:
         """Passes over the training split this process has completed."""
-        per_epoch = len(self.train_set) // self.global_batch * self.settings["batch_size"]
+        per_epoch = len(self.train_set) // self.global_batch * self.settings.batch_size
         return self.samples_seen() // per_epoch
 
     def samples_seen(self) -> int:
         """Training samples this process has consumed: its position in the data order."""
-        return self.iteration * self.settings["iter_size"] * self.settings["batch_size"]
+        return self.iteration * self.settings.iter_size * self.settings.batch_size
 
-    def state(self) -> dict[str, Any]:
-        """Everything a checkpoint holds (see :meth:`restore`)."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.precision.scaler.state_dict(),
-            "iteration": self.iteration,
-            "best_miou": self.best_miou,
-            "nonfinite": self.guard.state_dict(),
-            "bad_samples": dict(gather_bad_samples(self.bad_samples, self.context).counts),
-            "rng": gather_objects(rng_state(), self.context),  # one per process
-            "samples_seen": self.samples_seen(),
-            "config": self.cfg,
-            "dataset": self.info.to_dict(),
-        }
+    def captured(self) -> dict[str, Any]:
+        """The checkpoint content of this moment (every process calls it: states are gathered)."""
+        dataset = self.info.to_dict()
+        return self.state.capture(self.samples_seen(), self.cfg, dataset, self.context)
 
-    def restore(self, path: Path) -> None:
-        """Continue from a checkpoint: weights, optimiser, schedule, scaler, counters, RNG states;
-        the data order follows from the iteration."""
-        checkpoint = load_checkpoint(path)
-        if "optimizer" not in checkpoint or "rng" not in checkpoint:
-            raise CheckpointError(
-                f"checkpoint {path} holds weights only (e.g. a converted Caffe model), not a "
-                "training state to resume; evaluate or predict with it, or start a new run"
-            )
-        try:
-            self.model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            first = str(error).strip().splitlines()[0]
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model or optimiser ({first}); resume with "
-                "the settings it was trained with"
-            ) from None
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.precision.scaler.load_state_dict(checkpoint["scaler"])
-        self.guard.load_state_dict(checkpoint["nonfinite"])
-        if self.context.is_main:  # counts of all processes, kept once
-            self.bad_samples.merge(checkpoint.get("bad_samples", {}))
-        self.iteration = checkpoint["iteration"]
-        self.best_miou = checkpoint["best_miou"]
-        states = checkpoint["rng"]
-        if len(states) != self.context.world_size:
-            log.warning(
-                "%s was written by %d process(es), this run has %d: random streams (dropout) "
-                "start from process 0's, so the continuation is not bit-exact",
-                path,
-                len(states),
-                self.context.world_size,
-            )
-        set_rng_state(states[self.context.rank % len(states)])
-        log.info("resumed from %s at iteration %d", path, self.iteration)
-
-    def save(self, name: str) -> Path | None:
-        """Write ``checkpoints/<name>`` atomically. Every process calls it (the random states of
-        all are gathered); only rank 0 writes."""
-        state = self.state()
-        if not self.context.is_main:
-            return None
-        return save_checkpoint(self.run_dir / "checkpoints" / name, state)
+    def save(self, name: str) -> Path:
+        """Write ``checkpoints/<name>``; every process calls it, rank 0 writes."""
+        return self.checkpoints.save(name, self.captured())
 
     def save_snapshot(self) -> None:
-        """Write ``checkpoints/iter_NNNNNN.pt`` and keep only the most recent ones."""
-        keep = self.settings["keep_snapshots"]
-        if not keep or self.save(f"iter_{self.iteration:06d}.pt") is None:
-            return
-        snapshots = sorted((self.run_dir / "checkpoints").glob("iter_*.pt"))
-        for old in snapshots[:-keep]:
-            old.unlink()
+        """Write ``checkpoints/iter_NNNNNN.pt``, keeping only the most recent ones."""
+        if self.settings.keep_snapshots:
+            self.checkpoints.snapshot(self.iteration, self.captured())
 
     def forward_loss(self, batch: dict) -> torch.Tensor:
         """The loss of one batch under the configured precision."""
@@ -320,7 +130,7 @@ class Trainer:
         labels = batch["label"].to(self.device, non_blocking=True)
         with self.precision.autocast():
             logits = self.forward_model(images)
-        return segmentation_loss(logits, labels, self.info.ignore_index, self.settings["loss"])
+        return self.loss(logits, labels)
 
     def train_step(self, batches: Iterator[dict]) -> dict[str, float]:
         """One optimizer step over ``iter_size`` accumulated batches.
@@ -331,13 +141,13 @@ class Trainer:
         started = time.perf_counter()
         self.forward_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        iter_size, scaler = self.settings["iter_size"], self.precision.scaler
+        iter_size, scaler = self.settings.iter_size, self.precision.scaler
         total, data_seconds = 0.0, 0.0
         for micro in range(iter_size):
             fetched = time.perf_counter()
             batch = next(batches)
             data_seconds += time.perf_counter() - fetched
-            self.bad_samples.record(batch["skipped"])
+            self.state.bad_samples.record(batch["skipped"])
             sync = micro == iter_size - 1 or not self.context.distributed
             with nullcontext() if sync else self.forward_model.no_sync():
                 loss = self.forward_loss(batch) / iter_size
@@ -351,7 +161,8 @@ class Trainer:
         grad_norm = torch.nn.utils.get_total_norm(gradients).item()
         # With fp16 an overflowing gradient is the scaler's business: it skips that step itself.
         checked_norm = 0.0 if scaler.is_enabled() else grad_norm
-        if self.guard.check(total, checked_norm, self.iteration + 1):
+        guard = self.guard
+        if guard.check(total, checked_norm, self.iteration + 1):
             scaler.step(self.optimizer)
         else:
             log.warning(
@@ -359,13 +170,13 @@ class Trainer:
                 self.iteration + 1,
                 total,
                 grad_norm,
-                self.guard.total,
+                guard.total,
             )
         scaler.update()
         with warnings.catch_warnings():  # a skipped step is not the ordering mistake it warns of
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-            self.scheduler.step()
-        self.iteration += 1
+            self.state.scheduler.step()
+        self.state.iteration += 1
         return {
             "loss": total,
             "grad_norm": grad_norm,
@@ -374,127 +185,91 @@ class Trainer:
         }
 
     def validate(self) -> dict[str, Any]:
-        """Evaluate on the validation split (shared between processes), log, keep ``best.pt``.
-
-        The scores carry ``num_images``: the validation images scored (skipped ones left out).
-        """
-        skipped_before = self.bad_samples.total
-        confusion = evaluate(
-            self.model,
-            self.val_loader,
-            self.info.num_classes,
-            self.device,
-            self.info.ignore_index,
-            context=self.context,
-            bad_samples=self.bad_samples,
-        )
-        scores = confusion.compute(self.info.class_names)
-        skipped = sum(gather_objects(self.bad_samples.total - skipped_before, self.context))
-        scores["num_images"] = len(self.val_set) - skipped
-        self.log.scalars(
-            self.iteration,
-            {f"val/{key}": scores[key] for key in ("mIoU", "pixel_acc", "mean_acc", "fwIoU")},
-            kind="val",
-        )
-        log.info(
-            "iter %d: val mIoU %.4f, pixel acc %.4f",
-            self.iteration,
-            scores["mIoU"],
-            scores["pixel_acc"],
-        )
-        self.log_insight(scores)
-        if scores["mIoU"] > self.best_miou:
-            self.best_miou = scores["mIoU"]
+        """Score the validation split (see :class:`Validation`) and keep ``best.pt``."""
+        scores = self.validation.run(self.model, self.iteration, self.log, self.state.bad_samples)
+        if scores["mIoU"] > self.state.best_miou:
+            self.state.best_miou = scores["mIoU"]
             self.save("best.pt")
         return scores
-
-    def save_overlays(self, count: int) -> None:
-        """Write image | label | prediction panels for the first ``count`` validation images."""
-        if not self.context.is_main:
-            return
-        for name, panel, _ in validation_panels(self.model, self.val_set, count, self.device):
-            save_png(panel, self.run_dir / "overlays" / f"{name}.png")
-
-    def log_insight(self, scores: dict[str, Any]) -> None:
-        """TensorBoard at each evaluation: per-class IoU, a grid of validation panels, the learned
-        γ of every L2Norm and the feature norm of every tapped layer (rank 0 only)."""
-        if not self.context.is_main:
-            return
-        values = {
-            f"val_iou/{name}": iou
-            for name, iou in scores["per_class_iou"].items()
-            if iou is not None
-        }
-        count = max(self.settings["num_overlays"], 1)
-        panels = validation_panels(self.model, self.val_set, count, self.device)
-        values.update(normalisation_scalars(self.model, [tensor for _, _, tensor in panels]))
-        self.log.scalars(self.iteration, values, kind="insight")
-        if panels:
-            self.log.image(
-                "val/panels", stack_panels([panel for _, panel, _ in panels]), self.iteration
-            )
 
     def run(self) -> dict[str, Any]:
         """Train up to ``train.max_iters`` iterations, evaluate, and return the final metrics.
 
         On SIGINT/SIGTERM the current step is finished, ``last.pt`` saved and the returned
-        record has ``stopped`` set to the signal's name (no final evaluation).
+        record has ``stopped`` set to the signal's name (no final evaluation). The progress bar
+        and the logs are closed however the loop ends.
         """
-        max_iters, eval_every = self.settings["max_iters"], self.settings["eval_every"]
-        checkpoint_every, log_every = self.settings["checkpoint_every"], self.settings["log_every"]
-        window: list[dict[str, float]] = []  # steps since the last log line
-        with StopRequest() as stop, logging_redirect_tqdm():
+        with ExitStack() as cleanup:
+            stop = cleanup.enter_context(StopRequest())
+            cleanup.enter_context(logging_redirect_tqdm())
+            cleanup.callback(self.log.close)
+            progress = cleanup.enter_context(
+                tqdm(
+                    total=self.settings.max_iters,
+                    initial=self.iteration,
+                    desc="train",
+                    disable=None if self.context.is_main else True,
+                )
+            )
             if self.iteration == 0:
                 self.log.config(self.cfg)
-            batches = iter(self.train_loader())
-            progress = tqdm(
-                total=max_iters,
-                initial=self.iteration,
-                desc="train",
-                disable=None if self.context.is_main else True,
-            )
-            while self.iteration < max_iters:
-                epoch = self.epoch()
-                step = self.train_step(batches)
-                if self.epoch() > epoch and self.bad_samples.total:
-                    log.warning(
-                        "epoch %d: %d bad samples skipped so far (%d files); see the run summary",
-                        epoch + 1,
-                        self.bad_samples.total,
-                        len(self.bad_samples.counts),
-                    )
-                window.append(step)
-                progress.update(1)
-                progress.set_postfix(loss=f"{step['loss']:.3f}")
-                if self.iteration % log_every == 0 or self.iteration == max_iters:
-                    self.log_training(window)
-                    window = []
-                if any_process(stop.requested, self.context):
-                    progress.close()
-                    return self.stopped(stop.signal_name or "a stop signal in another process")
-                if self.iteration == max_iters:
-                    break
-                if eval_every and self.iteration % eval_every == 0:
-                    self.validate()
-                if checkpoint_every and self.iteration % checkpoint_every == 0:
-                    self.save("last.pt")
-                    self.save_snapshot()
+            if not self.loop(stop, progress):
+                return self.stopped(stop.signal_name or "a stop signal in another process")
             progress.close()
             scores = self.validate()
-        last = self.save("last.pt") or self.run_dir / "checkpoints" / "last.pt"
+        return self.finish(scores)
+
+    def loop(self, stop: StopRequest, progress: tqdm) -> bool:
+        """The iterations up to ``train.max_iters``; False when a stop signal ended them."""
+        settings = self.settings
+        batches = iter(self.train_loader())
+        window: list[dict[str, float]] = []  # steps since the last log line
+        while self.iteration < settings.max_iters:
+            epoch = self.epoch()
+            step = self.train_step(batches)
+            if self.epoch() > epoch and self.state.bad_samples.total:
+                log.warning(
+                    "epoch %d: %d bad samples skipped so far (%d files); see the run summary",
+                    epoch + 1,
+                    self.state.bad_samples.total,
+                    len(self.state.bad_samples.counts),
+                )
+            window.append(step)
+            progress.update(1)
+            progress.set_postfix(loss=f"{step['loss']:.3f}")
+            at_end = self.iteration == settings.max_iters
+            if self.iteration % settings.log_every == 0 or at_end:
+                self.log_training(window)
+                window = []
+            if any_process(stop.requested, self.context):
+                return False
+            if at_end:
+                break
+            if settings.eval_every and self.iteration % settings.eval_every == 0:
+                self.validate()
+            if settings.checkpoint_every and self.iteration % settings.checkpoint_every == 0:
+                self.save("last.pt")
+                self.save_snapshot()
+        return True
+
+    def finish(self, scores: dict[str, Any]) -> dict[str, Any]:
+        """After the last step: ``last.pt``, a snapshot, overlays and ``metrics.json``."""
+        last = self.save("last.pt")
         self.save_snapshot()
-        self.save_overlays(self.settings["num_overlays"])
-        self.log.close()
+        self.validation.save_overlays(self.model, self.run_dir / "overlays")
         record = metrics_record(
             scores,
             num_images=scores["num_images"],
-            mode="whole",
+            mode=self.settings.evaluation.mode,
             checkpoint=str(last),
             dataset=self.info.name,
             split=self.cfg["data"]["val_split"],
+            inference=self.settings.evaluation.describe(),
         )
         if self.cfg["data"].get("on_bad_sample") == "skip":  # the same in every process
-            record["bad_samples"] = gather_bad_samples(self.bad_samples, self.context).summary()
+            record["bad_samples"] = gather_bad_samples(
+                self.state.bad_samples, self.context
+            ).summary()
         if self.context.is_main:
             write_json(self.run_dir / "metrics.json", record)
         return record
@@ -502,13 +277,12 @@ class Trainer:
     def stopped(self, signal_name: str) -> dict[str, Any]:
         """Save ``last.pt`` after a stop signal and say how to continue."""
         path = self.save("last.pt")
-        self.log.close()
         log.warning(
             "stopped by %s at iteration %d/%d; saved %s; resume with train.resume=auto "
             "hydra.run.dir=%s",
             signal_name,
             self.iteration,
-            self.settings["max_iters"],
+            self.settings.max_iters,
             path,
             self.run_dir,
         )
@@ -516,29 +290,10 @@ class Trainer:
 
     def log_training(self, window: list[dict[str, float]]) -> None:
         """Scalars for TensorBoard and the JSON-lines log, and one console line."""
-        steps = len(window)
-        step_seconds = sum(s["step_seconds"] for s in window)
-        images_per_second = (
-            self.global_batch * self.settings["iter_size"] * steps / max(step_seconds, 1e-9)
-        )
-        values = {
-            "train/loss": window[-1]["loss"],
-            "train/grad_norm": window[-1]["grad_norm"],
-            "train/step_seconds": step_seconds / steps,
-            "train/data_seconds": sum(s["data_seconds"] for s in window) / steps,
-            "train/images_per_s": images_per_second,
-            "train/nonfinite_steps": self.guard.total,
-            "memory/peak_mb": peak_memory_mb(self.device),
-        }
+        values = step_scalars(window, self.global_batch * self.settings.iter_size)
+        values["train/nonfinite_steps"] = self.state.guard.total
+        values["memory/peak_mb"] = peak_memory_mb(self.device)
         values.update({f"lr/{name}": lr for name, lr in self.step_lrs.items()})
         self.log.scalars(self.iteration, values)
-        eta = (self.settings["max_iters"] - self.iteration) * step_seconds / steps
-        log.info(
-            "iter %d/%d: loss %.4f, base lr %.3g, %.1f img/s, ETA %s",
-            self.iteration,
-            self.settings["max_iters"],
-            window[-1]["loss"],
-            self.step_lrs.get("base_weight", next(iter(self.step_lrs.values()))),
-            images_per_second,
-            time.strftime("%H:%M:%S", time.gmtime(eta)),
-        )
+        base_lr = self.step_lrs.get("base_weight", next(iter(self.step_lrs.values())))
+        log.info(progress_line(values, self.iteration, self.settings.max_iters, base_lr))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,26 @@ class TrainingLog:
             self._writer.close()
             self._lines.close()
             self._writer = self._lines = None
+
+
+def step_scalars(window: list[dict[str, float]], images_per_step: int) -> dict[str, float]:
+    """TensorBoard scalars of the steps since the last log line: the last loss and gradient
+    norm, mean step and data time, images per second."""
+    steps = len(window)
+    step_seconds = sum(step["step_seconds"] for step in window)
+    return {
+        "train/loss": window[-1]["loss"],
+        "train/grad_norm": window[-1]["grad_norm"],
+        "train/step_seconds": step_seconds / steps,
+        "train/data_seconds": sum(step["data_seconds"] for step in window) / steps,
+        "train/images_per_s": images_per_step * steps / max(step_seconds, 1e-9),
+    }
+
+
+def progress_line(values: dict[str, float], iteration: int, max_iters: int, base_lr: float) -> str:
+    """The console line of one log interval: iteration, loss, learning rate, speed, ETA."""
+    eta = time.gmtime((max_iters - iteration) * values["train/step_seconds"])
+    return (
+        f"iter {iteration}/{max_iters}: loss {values['train/loss']:.4f}, base lr {base_lr:.3g}, "
+        f"{values['train/images_per_s']:.1f} img/s, ETA {time.strftime('%H:%M:%S', eta)}"
+    )

@@ -14,7 +14,8 @@ from parsenet.models.l2norm import L2Norm
 FUSIONS = ("late", "early")
 CONTEXT_TAP = "pool6"
 # γ initial values when none is given for a tap: 10 for fc7 and pool6 (the released model), 20 for
-# conv4_3 (SSD's value) and conv3_3; the paper's values for conv3–5 were not published.
+# conv4_3 (SSD's value) and conv3_3; the paper's values for conv3–5 were not published. The one
+# place these live: configs/model/*.yaml leave model.head.scale_init unset and fall back to them.
 DEFAULT_SCALE_INIT = {"conv3_3": 20.0, "conv4_3": 20.0, "conv5_3": 10.0, "fc7": 10.0, "pool6": 10.0}
 
 
@@ -52,6 +53,16 @@ def unpool(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
     if x.shape[-2:] == (1, 1):
         return x.expand(-1, -1, *size)
     return F.interpolate(x, size=tuple(size), mode="nearest")
+
+
+def initial_scales(scale_init: Mapping[str, float] | float | None) -> dict[str, float]:
+    """γ's initial value for every tap: :data:`DEFAULT_SCALE_INIT` updated with ``scale_init``
+    (a mapping of tap name → γ), or one number for every tap, or the defaults for ``None``."""
+    if scale_init is None:
+        return dict(DEFAULT_SCALE_INIT)
+    if isinstance(scale_init, Mapping):
+        return {**DEFAULT_SCALE_INIT, **{tap: float(value) for tap, value in scale_init.items()}}
+    return dict.fromkeys(DEFAULT_SCALE_INIT, float(scale_init))
 
 
 class FusionHead(nn.Module):
@@ -106,11 +117,7 @@ class FusionHead(nn.Module):
         self.output_stride = min(tap_strides[tap] for tap in self.spatial_taps)
         self.factors = {tap: tap_strides[tap] // self.output_stride for tap in self.spatial_taps}
         self.context_source = "fc7"
-        scales = dict(DEFAULT_SCALE_INIT)
-        if isinstance(scale_init, Mapping):
-            scales.update({tap: float(value) for tap, value in scale_init.items()})
-        elif scale_init is not None:
-            scales = dict.fromkeys(scales, float(scale_init))
+        scales = initial_scales(scale_init)
 
         # Branch keys follow the Caffe names: a tap's name, or pool6_<b>x<b> per context level.
         channels = {tap: tap_channels[tap] for tap in self.spatial_taps}

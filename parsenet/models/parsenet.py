@@ -44,6 +44,13 @@ class SegmentationNet(nn.Module):
         )
         self.upsample = build_upsample(upsample, num_classes, self.head.output_stride)
 
+    def new_layers(self) -> tuple[nn.Module, ...]:
+        """The layers this network adds to its (ImageNet-pretrainable) trunk and that start from
+        scratch: the head's 1×1 score convolutions. :func:`parsenet.engine.optim.parameter_groups`
+        trains them faster (the paper's ``lr_mult``); the L2Norm scales are a role of their own
+        and the trunk and upsampling are base layers."""
+        return tuple(self.head.scores.values())
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = (images.shape[-2], images.shape[-1])
         features = self.backbone.features(images, self.head.trunk_taps)

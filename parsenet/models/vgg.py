@@ -86,6 +86,9 @@ class VGGTrunk(nn.Module):
         layers: dict[str, nn.Module] = {}
         self.tap_channels: dict[str, int] = {}
         self.tap_strides: dict[str, int] = {}
+        # Tap name → the layer of ``self.layers`` whose output is the tap: the ReLU after the
+        # convolution (for fc7 the dropout after its ReLU).
+        self.tap_outputs: dict[str, str] = {}
         in_channels, stride = 3, 1
         for stage_index, (stage, num_convs, channels) in enumerate(VGG16_STAGES, start=1):
             out_channels = scaled_channels(channels, width_mult)
@@ -95,9 +98,10 @@ class VGGTrunk(nn.Module):
                 layers[name] = nn.Conv2d(
                     in_channels, out_channels, 3, padding=dilation, dilation=dilation
                 )
-                layers[f"relu{stage_index}_{conv_index}"] = nn.ReLU(inplace=True)
+                relu = f"relu{stage_index}_{conv_index}"
+                layers[relu] = nn.ReLU(inplace=True)
                 if name in TAPPABLE:
-                    self.tap_channels[name], self.tap_strides[name] = out_channels, stride
+                    self._add_tap(name, relu, out_channels, stride)
                 in_channels = out_channels
             if stage_index <= layout.strided_pools:
                 layers[f"pool{stage_index}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
@@ -119,10 +123,16 @@ class VGGTrunk(nn.Module):
         layers["relu7"] = nn.ReLU(inplace=True)
         layers["drop7"] = nn.Dropout(dropout)
         self.layers = nn.Sequential(OrderedDict(layers))
-        self.tap_channels["fc7"], self.tap_strides["fc7"] = fc_channels, stride
+        self._add_tap("fc7", "drop7", fc_channels, stride)
         self.out_channels = fc_channels
         self.output_stride = stride
         self.reset_parameters()
+
+    def _add_tap(self, name: str, output: str, channels: int, stride: int) -> None:
+        """Record that tap ``name`` is the output of layer ``output``, with its channels and
+        stride."""
+        self.tap_outputs[name] = output
+        self.tap_channels[name], self.tap_strides[name] = channels, stride
 
     def reset_parameters(self) -> None:
         """Random initialisation for training without ImageNet weights (He normal, zero bias)."""
@@ -142,17 +152,17 @@ class VGGTrunk(nn.Module):
     def features(self, x: torch.Tensor, taps: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """Run the trunk and return the outputs of the layers in ``taps`` (after their ReLU;
         ``fc7`` also after its dropout), each at its own resolution (see ``tap_strides``)."""
-        unknown = set(taps) - set(TAPPABLE)
+        unknown = set(taps) - set(self.tap_outputs)
         if unknown:
-            raise ValueError(f"cannot tap {sorted(unknown)}; choose among {TAPPABLE}")
-        wanted = {f"relu{name[4]}_{name[6]}": name for name in taps if name.startswith("conv")}
+            raise ValueError(
+                f"cannot tap {sorted(unknown)}; choose among {tuple(self.tap_outputs)}"
+            )
+        wanted = {self.tap_outputs[name]: name for name in taps}
         outputs: dict[str, torch.Tensor] = {}
         for name, layer in self.layers.named_children():
             x = layer(x)
             if name in wanted:
                 outputs[wanted[name]] = x
-        if "fc7" in taps:
-            outputs["fc7"] = x
         return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

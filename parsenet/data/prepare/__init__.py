@@ -1,28 +1,27 @@
 """``parsenet-data prepare NAME``: download, check, unpack and convert each public dataset.
 
-Every converter takes ``(root, downloads, mirror, allow_partial)``, writes its dataset under
-``root`` in the layout its ``configs/data/*.yaml`` reads, and asserts the published split sizes
-(``allow_partial`` accepts a subset). Output appears only when complete.
+Every dataset is a :class:`~parsenet.data.prepare.common.Preparer` run by
+:func:`~parsenet.data.prepare.common.prepare`: it is written under the data root in the layout
+its ``configs/data/*.yaml`` reads, its published split sizes are asserted (``allow_partial``
+accepts a subset), and it appears only when complete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from parsenet.data.prepare.camvid import CAMVID_PREPARER
+from parsenet.data.prepare.common import Preparer, prepare
+from parsenet.data.prepare.context import CONTEXT_PREPARER
+from parsenet.data.prepare.siftflow import SIFTFLOW_PREPARER
+from parsenet.data.prepare.voc import SBD_PREPARER, VOC_PREPARER
 
-from parsenet.data.prepare.camvid import prepare_camvid
-from parsenet.data.prepare.context import prepare_context
-from parsenet.data.prepare.siftflow import prepare_siftflow
-from parsenet.data.prepare.voc import prepare_sbd, prepare_voc
-
-Preparer = Callable[[Path, Path, "str | None", bool], Path]
+__all__ = ["PREPARED_AS", "PREPARERS", "Preparer", "prepare"]
 
 PREPARERS: dict[str, Preparer] = {
-    "voc": prepare_voc,
-    "sbd": prepare_sbd,
-    "context": prepare_context,
-    "siftflow": prepare_siftflow,
-    "camvid": prepare_camvid,
+    "voc": VOC_PREPARER,
+    "sbd": SBD_PREPARER,
+    "context": CONTEXT_PREPARER,
+    "siftflow": SIFTFLOW_PREPARER,
+    "camvid": CAMVID_PREPARER,
 }
 # The configs/data/ name that reads each prepared dataset, and its root under --root.
 PREPARED_AS: dict[str, tuple[str, str]] = {

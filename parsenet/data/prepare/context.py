@@ -9,9 +9,7 @@ folder layout, ``ROOT/context59`` and ``ROOT/context60`` (images hard-linked, no
 
 from __future__ import annotations
 
-import logging
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +17,18 @@ import scipy.io
 from tqdm import tqdm
 
 from parsenet.data.folder import CONTEXT59_CLASSES
-from parsenet.data.info import IGNORE_INDEX, VOC_COLOURS
-from parsenet.data.prepare.archive import extract, find_one
+from parsenet.data.info import IGNORE_INDEX
+from parsenet.data.prepare.archive import find_one
 from parsenet.data.prepare.common import (
-    check_count,
+    Preparer,
+    add_pair,
     integer_map,
     label_lookup,
-    link_or_copy,
     read_ids,
-    write_list,
+    write_splits,
 )
-from parsenet.data.prepare.download import Source, fetch
+from parsenet.data.prepare.download import Source
 from parsenet.errors import DataError
-from parsenet.fileio import staged_folder as staged
-from parsenet.visualize import save_label_png
-
-log = logging.getLogger(__name__)
 
 VOC2010 = Source(
     "http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
@@ -84,46 +78,33 @@ def read_label_map(path: Path, size: int) -> np.ndarray:
     return integer_map(label, path, "LabelMap", size)
 
 
-def prepare_context(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:
-    """Write ``root/context59`` and ``root/context60``; returns ``root``."""
-    targets = {"context59": root / "context59", "context60": root / "context60"}
-    if all(target.is_dir() for target in targets.values()):
-        log.info("%s and %s exist; nothing to do (delete them to convert again)", *targets.values())
-        return root
-    voc = root / "VOCdevkit" / "VOC2010"
-    if not voc.is_dir():
-        with staged(root / ".voc2010-unpack") as scratch:
-            extract(fetch(VOC2010, downloads, mirror), scratch)
-            voc.parent.mkdir(parents=True, exist_ok=True)
-            find_one(scratch, "**/VOC2010", "VOC2010 folder").rename(voc)
-        shutil.rmtree(root / ".voc2010-unpack")
-    labels = root / "pascal-context"
-    if not labels.is_dir():
-        with staged(labels) as scratch:
-            extract(fetch(CONTEXT_LABELS, downloads, mirror), scratch)
-    mats = find_one(labels, "**/trainval", "trainval folder of label .mat files")
-    table59, table60 = context_lookups(
-        read_context_classes(find_one(labels, "**/labels.txt", "labels.txt"))
+def convert_context(
+    releases: list[Path], trees: list[Path], root: Path, allow_partial: bool
+) -> None:
+    """Write the 59- and 60-class trees (``trees``) from VOC 2010 and the Context labels."""
+    voc = find_one(releases[0], "**/VOC2010", "VOC2010 folder")
+    mats = find_one(releases[1], "**/trainval", "trainval folder of label .mat files")
+    tables = context_lookups(
+        read_context_classes(find_one(releases[1], "**/labels.txt", "labels.txt"))
     )
     labelled = {path.stem for path in mats.glob("*.mat")}
-    splits = {}
-    for split, size in CONTEXT_SIZES.items():
-        ids = [i for i in read_ids(voc / "ImageSets" / "Main" / f"{split}.txt") if i in labelled]
-        check_count(f"PASCAL-Context {split}", len(ids), size, allow_partial)
-        splits[split] = ids
-    for target in targets.values():
-        shutil.rmtree(target, ignore_errors=True)
-    with staged(targets["context59"]) as folder59, staged(targets["context60"]) as folder60:
-        for folder in (folder59, folder60):
-            (folder / "images").mkdir()
-            (folder / "masks").mkdir()
-        for image_id in tqdm(sorted(set().union(*splits.values())), desc="Context labels"):
-            raw = read_label_map(mats / f"{image_id}.mat", len(table59))
-            image = voc / "JPEGImages" / f"{image_id}.jpg"
-            for folder, table in ((folder59, table59), (folder60, table60)):
-                save_label_png(table[raw], VOC_COLOURS, folder / "masks" / f"{image_id}.png")
-                link_or_copy(image, folder / "images")
-        for folder in (folder59, folder60):
-            for split, ids in splits.items():
-                write_list(folder / f"{split}.txt", ids)
-    return root
+    splits = {
+        split: [i for i in read_ids(voc / "ImageSets" / "Main" / f"{split}.txt") if i in labelled]
+        for split in CONTEXT_SIZES
+    }
+    ids = sorted(set().union(*splits.values()))
+    for image_id in tqdm(ids, desc="Context labels", disable=None):
+        raw = read_label_map(mats / f"{image_id}.mat", len(tables[0]))
+        for tree, table in zip(trees, tables, strict=True):
+            add_pair(tree, voc / "JPEGImages" / f"{image_id}.jpg", table[raw])
+    for tree in trees:
+        write_splits(tree, splits)
+
+
+CONTEXT_PREPARER = Preparer(
+    name="PASCAL-Context",
+    archives=(VOC2010, CONTEXT_LABELS),
+    targets=(Path("context59"), Path("context60")),
+    convert=convert_context,
+    sizes=CONTEXT_SIZES,
+)

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from parsenet.errors import DataError
+from parsenet.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ def check_download(source: Source, part: Path, path: Path) -> None:
     """Check a finished download against the published checksum, or record its SHA-256."""
     if source.checksum is None:
         digest = file_digest(part, "sha256")
-        path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+        record = f"{digest}  {path.name}\n".encode()
+        atomic_write(path.with_name(path.name + ".sha256"), lambda handle: handle.write(record))
         log.warning(
             "%s has no published checksum; recorded its sha256 %s for later runs",
             path.name,

@@ -10,7 +10,6 @@ without a VOC segmentation label).
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +17,19 @@ import scipy.io
 from tqdm import tqdm
 
 from parsenet.data.info import VOC_COLOURS
-from parsenet.data.prepare.archive import extract, find_one
+from parsenet.data.prepare.archive import find_one
 from parsenet.data.prepare.common import (
+    Preparer,
     check_count,
-    check_prepared,
-    check_splits,
     integer_map,
     link_or_copy,
     read_ids,
+    take_folder,
     write_list,
 )
-from parsenet.data.prepare.download import Source, fetch
+from parsenet.data.prepare.download import Source
 from parsenet.data.voc import VOC_SUBDIR
 from parsenet.errors import DataError
-from parsenet.fileio import staged_folder as staged
 from parsenet.visualize import save_label_png
 
 log = logging.getLogger(__name__)
@@ -50,32 +48,16 @@ TRAIN_AUG_SIZE = 10582
 SEGMENTATION_LISTS = Path("ImageSets") / "Segmentation"
 
 
-def segmentation_lists(voc: Path) -> Path:
-    """``VOC2012/ImageSets/Segmentation`` of a prepared VOC tree (or a clear error)."""
-    lists = voc / SEGMENTATION_LISTS
+def segmentation_lists(root: Path) -> Path:
+    """``VOC2012/ImageSets/Segmentation`` of the VOC tree prepared under ``root`` (or a clear
+    error)."""
+    lists = root / VOC_SUBDIR / SEGMENTATION_LISTS
     if not (lists / "train.txt").is_file():
         raise DataError(
-            f"{voc} is not a prepared VOC 2012 tree (no ImageSets/Segmentation/train.txt); run "
-            f"`parsenet-data prepare voc --root {voc.parents[1]}` first"
+            f"{root / VOC_SUBDIR} is not a prepared VOC 2012 tree (no ImageSets/Segmentation/"
+            f"train.txt); run `parsenet-data prepare voc --root {root}` first"
         )
     return lists
-
-
-def prepare_voc(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:
-    """Download and unpack VOC 2012 into ``root/VOCdevkit/VOC2012``; check its split sizes
-    (before the tree is moved into place, so a wrong archive leaves nothing behind)."""
-    voc = root / VOC_SUBDIR
-    if check_prepared(voc, "VOC 2012", voc / SEGMENTATION_LISTS, VOC_SIZES, allow_partial):
-        return voc
-    archive = fetch(VOC2012, downloads, mirror)
-    with staged(root / ".voc-unpack") as scratch:
-        extract(archive, scratch)
-        unpacked = find_one(scratch, "**/VOC2012", "VOC2012 folder")
-        check_splits("VOC 2012", unpacked / SEGMENTATION_LISTS, VOC_SIZES, allow_partial)
-        voc.parent.mkdir(parents=True, exist_ok=True)
-        unpacked.rename(voc)
-    shutil.rmtree(root / ".voc-unpack")
-    return voc
 
 
 def train_aug_ids(
@@ -95,18 +77,14 @@ def read_sbd_label(path: Path) -> np.ndarray:
     return integer_map(label, path, "GTcls.Segmentation", 21).astype(np.uint8)
 
 
-def prepare_sbd(root: Path, downloads: Path, mirror: str | None, allow_partial: bool) -> Path:
-    """Add SBD's labels to a prepared VOC 2012 tree: ``SegmentationClassAug/``,
-    ``train_aug.txt`` and ``sbd_only.txt``. Returns the VOC 2012 folder."""
-    voc = root / VOC_SUBDIR
-    lists = segmentation_lists(voc)
-    augmented = voc / "SegmentationClassAug"
-    sbd_root = root / "SBD"
-    if not sbd_root.is_dir():
-        archive = fetch(SBD, downloads, mirror)
-        with staged(sbd_root) as scratch:
-            extract(archive, scratch)
-    dataset = find_one(sbd_root, "**/cls", "SBD cls folder").parent
+def convert_sbd(releases: list[Path], trees: list[Path], root: Path, allow_partial: bool) -> None:
+    """Write ``SegmentationClassAug/`` into ``trees[0]``, add SBD images missing from
+    ``JPEGImages/`` and write ``train_aug.txt`` and ``sbd_only.txt`` beside VOC's lists.
+
+    The release's split sizes (``train_aug`` too) are checked before anything is converted, as
+    the lists are written outside the scratch folder."""
+    voc, lists = root / VOC_SUBDIR, segmentation_lists(root)
+    dataset = find_one(releases[0], "**/cls", "SBD cls folder").parent
     voc_ids = {split: read_ids(lists / f"{split}.txt") for split in VOC_SIZES}
     sbd_ids = {split: read_ids(dataset / f"{split}.txt") for split in SBD_SIZES}
     for split, size in SBD_SIZES.items():
@@ -114,22 +92,36 @@ def prepare_sbd(root: Path, downloads: Path, mirror: str | None, allow_partial: 
     train_aug = train_aug_ids(voc_ids["train"], voc_ids["val"], sbd_ids["train"], sbd_ids["val"])
     check_count("train_aug", len(train_aug), TRAIN_AUG_SIZE, allow_partial)
     voc_labelled = set(voc_ids["train"]) | set(voc_ids["val"])
-    if augmented.is_dir():
-        log.info("%s exists; keeping it (delete it to convert the labels again)", augmented)
-    else:
-        with staged(augmented) as scratch:
-            ids = sorted(set(train_aug) | set(voc_ids["val"]))
-            for image_id in tqdm(ids, desc="SBD labels", disable=None):
-                if image_id in voc_labelled:
-                    link_or_copy(voc / "SegmentationClass" / f"{image_id}.png", scratch)
-                    continue
-                label = read_sbd_label(dataset / "cls" / f"{image_id}.mat")
-                save_label_png(label, VOC_COLOURS, scratch / f"{image_id}.png")
-                image = voc / "JPEGImages" / f"{image_id}.jpg"
-                if not image.is_file():
-                    link_or_copy(dataset / "img" / f"{image_id}.jpg", image)
+    ids = sorted(set(train_aug) | set(voc_ids["val"]))
+    for image_id in tqdm(ids, desc="SBD labels", disable=None):
+        if image_id in voc_labelled:
+            link_or_copy(voc / "SegmentationClass" / f"{image_id}.png", trees[0])
+            continue
+        label = read_sbd_label(dataset / "cls" / f"{image_id}.mat")
+        save_label_png(label, VOC_COLOURS, trees[0] / f"{image_id}.png")
+        image = voc / "JPEGImages" / f"{image_id}.jpg"
+        if not image.is_file():
+            link_or_copy(dataset / "img" / f"{image_id}.jpg", image)
     write_list(lists / "train_aug.txt", train_aug)
     sbd_only = sorted((set(sbd_ids["train"]) | set(sbd_ids["val"])) - voc_labelled)
     write_list(lists / "sbd_only.txt", sbd_only)
     log.info("train_aug: %d ids; SBD ids without a VOC label: %d", len(train_aug), len(sbd_only))
-    return voc
+
+
+VOC_PREPARER = Preparer(
+    name="VOC 2012",
+    archives=(VOC2012,),
+    targets=(VOC_SUBDIR,),
+    convert=take_folder("**/VOC2012", "VOC2012 folder"),
+    sizes=VOC_SIZES,
+    lists=lambda tree: tree / SEGMENTATION_LISTS,
+)
+SBD_PREPARER = Preparer(
+    name="SBD",
+    archives=(SBD,),
+    targets=(VOC_SUBDIR / "SegmentationClassAug",),
+    convert=convert_sbd,
+    sizes={"train_aug": TRAIN_AUG_SIZE},
+    lists=lambda tree: tree.parent / SEGMENTATION_LISTS,
+    needs=segmentation_lists,
+)

@@ -1,0 +1,178 @@
+"""Building what a training run needs from its config: model, datasets, loaders, optimiser,
+schedule and loss — without changing the caller's config."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from parsenet.config import instantiate
+from parsenet.data import build_dataset
+from parsenet.data.base import SegmentationDataset
+from parsenet.data.info import DatasetInfo
+from parsenet.data.loader import collate_samples, make_loader, worker_init
+from parsenet.data.normalization import InputNormalization, get_normalization
+from parsenet.data.sampling import ResumableSampler, SeededSamples
+from parsenet.data.transforms import eval_transform, train_transform
+from parsenet.engine.distributed import DistContext, main_process_first
+from parsenet.engine.evaluator import shard
+from parsenet.engine.optim import build_optimizer, parameter_groups
+from parsenet.engine.settings import TrainSettings
+from parsenet.engine.validation import Validation
+from parsenet.errors import DataError
+from parsenet.models import build_model
+from parsenet.models.parsenet import SegmentationNet
+from parsenet.models.pretrained import choose_input_norm, initialise_backbone
+
+
+@dataclass
+class TrainingParts:
+    """The objects one training run is made of.
+
+    Attributes:
+        config: the run's config with the resolved ``model.input_norm`` (what checkpoints keep).
+        model: the plain module on the device (its weights are what is saved).
+        memory_format: the layout of the weights and inputs (``train.channels_last``).
+        train_set, val_set: the augmented training split and the validation split as it is.
+        validation: scores the validation split while training (``train.eval``).
+        optimizer, scheduler, loss: from ``optim`` + ``lr_mult``, ``schedule`` and ``loss``.
+    """
+
+    config: dict[str, Any]
+    model: SegmentationNet
+    memory_format: torch.memory_format
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
+    validation: Validation
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss: torch.nn.Module
+
+
+def initialised_model(
+    model_cfg: dict[str, Any], num_classes: int
+) -> tuple[SegmentationNet, dict[str, Any]]:
+    """The model with its trunk initialised from ``backbone.pretrained``, and a copy of
+    ``model_cfg`` whose ``input_norm`` is the convention those weights want."""
+    model = build_model(model_cfg, num_classes)
+    weights_convention = initialise_backbone(
+        model.backbone, model_cfg["backbone"].get("pretrained")
+    )
+    resolved = {
+        **model_cfg,
+        "input_norm": choose_input_norm(model_cfg.get("input_norm"), weights_convention),
+    }
+    return model, resolved
+
+
+def training_datasets(
+    data_cfg: dict[str, Any], normalization: InputNormalization, global_batch: int, processes: int
+) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """The training split (augmented as ``data.augment`` says) and the validation split."""
+    augment = data_cfg["augment"]
+    train_set = build_dataset(
+        data_cfg,
+        data_cfg["train_split"],
+        train_transform(
+            normalization, augment["crop_size"], augment["scale_range"], augment["flip"]
+        ),
+    )
+    if len(train_set) < global_batch:
+        per = f" × {processes} processes" if processes > 1 else ""
+        raise DataError(
+            f"the {data_cfg['train_split']} split has {len(train_set)} images, fewer than "
+            f"train.batch_size={global_batch // processes}{per}; lower the batch size"
+        )
+    return train_set, build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
+
+
+def assemble(
+    cfg: dict[str, Any], settings: TrainSettings, info: DatasetInfo, context: DistContext
+) -> TrainingParts:
+    """Build every part of a run on ``context.device`` (one process downloads weights or
+    generates data at a time; the others read it afterwards)."""
+    config = copy.deepcopy(cfg)
+    with main_process_first(context):
+        model, config["model"] = initialised_model(config["model"], info.num_classes)
+        normalization = get_normalization(config["model"]["input_norm"])
+        train_set, val_set = training_datasets(
+            config["data"],
+            normalization,
+            settings.batch_size * context.world_size,
+            context.world_size,
+        )
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model.to(context.device, memory_format=memory_format)
+    val_loader = make_loader(
+        shard(val_set, context),
+        1,
+        settings.num_workers,
+        pin_memory=context.device.type == "cuda",
+    )
+    optim_cfg, mult = config["optim"], config["lr_mult"]
+    optimizer = build_optimizer(
+        optim_cfg,
+        parameter_groups(
+            model,
+            optim_cfg["lr"],
+            optim_cfg.get("weight_decay", 0.0),
+            mult["new_layers"],
+            mult["bias"],
+            scale_mult=mult["scale"],
+        ),
+    )
+    scheduler = instantiate(config["schedule"], "schedule")(optimizer, settings.max_iters)
+    loss = instantiate(config["loss"], "loss", ignore_index=info.ignore_index)
+    validation = Validation(
+        val_set, val_loader, settings.evaluation, context, settings.num_overlays
+    )
+    return TrainingParts(
+        config, model, memory_format, train_set, val_set, validation, optimizer, scheduler, loss
+    )
+
+
+def forward_module(
+    model: torch.nn.Module, settings: TrainSettings, context: DistContext
+) -> torch.nn.Module:
+    """What training calls: ``model`` wrapped in DDP across processes and ``torch.compile``d
+    where asked (the plain ``model`` stays the one whose weights are saved)."""
+    if context.distributed:
+        device = context.device
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if settings.compile:
+        model = torch.compile(model)
+    return model
+
+
+def training_loader(
+    train_set: SegmentationDataset, settings: TrainSettings, context: DistContext, start: int
+) -> DataLoader:
+    """The endless training loader of this process, positioned after ``start`` samples: a
+    seeded permutation per epoch, every sample with its own augmentation seed."""
+    sampler = ResumableSampler(
+        len(train_set),
+        settings.batch_size * context.world_size,
+        seed=settings.seed,
+        rank=context.rank,
+        world_size=context.world_size,
+        start=start,
+    )
+    return DataLoader(
+        SeededSamples(train_set),
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        num_workers=settings.num_workers,
+        pin_memory=context.device.type == "cuda",
+        worker_init_fn=worker_init,
+        collate_fn=collate_samples,
+        # Its own generator: starting the loader never draws from the global torch RNG, which
+        # a resumed run restores from the checkpoint (dropout draws from it).
+        generator=torch.Generator().manual_seed(settings.seed),
+    )

@@ -1,0 +1,98 @@
+"""The training loop's settings (``train.*``), checked once and typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from parsenet.engine.inference import InferenceMode
+from parsenet.engine.precision import AMP_DTYPES
+from parsenet.errors import ConfigError
+
+POSITIVE = ("max_iters", "batch_size", "iter_size", "log_every", "max_nonfinite")
+NON_NEGATIVE = ("eval_every", "checkpoint_every", "num_overlays", "keep_snapshots")
+
+
+def whole_number(key: str, value: Any, minimum: int) -> int:
+    """``value`` if it is a whole number ≥ ``minimum``, else a :class:`ConfigError` naming
+    ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be a whole number ≥ {minimum}")
+    return value
+
+
+def flag(key: str, value: Any) -> bool:
+    """``value`` if it is true or false, else a :class:`ConfigError` naming ``key``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
+    return value
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the loop does, from ``configs/train.yaml``'s ``train`` node (see its comments).
+
+    Attributes:
+        max_iters, batch_size, iter_size: the schedule: optimiser steps, images per process and
+            step, batches accumulated per step.
+        eval_every, checkpoint_every, log_every: intervals in iterations (0: only at the end).
+        num_overlays, keep_snapshots, max_nonfinite: validation panels written, snapshots
+            kept, non-finite steps in a row tolerated.
+        resume: ``auto``, a checkpoint path, or None.
+        amp, channels_last, compile: precision and speed.
+        evaluation: how validation forms its scores (``train.eval``).
+        seed: the run's seed; num_workers: training loader processes (``data.num_workers``).
+    """
+
+    max_iters: int
+    batch_size: int
+    iter_size: int
+    log_every: int
+    max_nonfinite: int
+    eval_every: int
+    checkpoint_every: int
+    num_overlays: int
+    keep_snapshots: int
+    resume: str | None
+    amp: str
+    channels_last: bool
+    compile: bool
+    evaluation: InferenceMode
+    seed: int
+    num_workers: int
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> TrainSettings:
+        """Check and type ``cfg['train']`` (plus ``seed`` and ``data.num_workers``); a value out
+        of range is a :class:`ConfigError` naming its key, before anything is built."""
+        train = cfg["train"]
+        known = {field.name for field in fields(cls)} | {"eval"}
+        unknown = sorted(set(train) - known)
+        if unknown:
+            raise ConfigError(f"train.{unknown[0]} is not a setting; choose among {sorted(known)}")
+        counts = {key: whole_number(f"train.{key}", train[key], 1) for key in POSITIVE}
+        counts |= {key: whole_number(f"train.{key}", train[key], 0) for key in NON_NEGATIVE}
+        if train["amp"] not in AMP_DTYPES:
+            raise ConfigError(f"train.amp={train['amp']!r} is not one of {sorted(AMP_DTYPES)}")
+        resume = train["resume"]
+        return cls(
+            **counts,
+            resume=None if resume in (None, "", "none") else str(resume),
+            amp=train["amp"],
+            channels_last=flag("train.channels_last", train["channels_last"]),
+            compile=flag("train.compile", train["compile"]),
+            evaluation=InferenceMode.from_config(train["eval"], prefix="train.eval."),
+            seed=whole_number("seed", cfg["seed"], 0),
+            num_workers=whole_number("data.num_workers", cfg["data"]["num_workers"], 0),
+        )
+
+    def resume_path(self, run_dir: Path) -> Path | None:
+        """The checkpoint to continue from: ``auto`` is ``run_dir/checkpoints/last.pt`` when it
+        exists (a fresh start otherwise), a path is taken as it is, None is a fresh start."""
+        if self.resume is None:
+            return None
+        if self.resume == "auto":
+            last = run_dir / "checkpoints" / "last.pt"
+            return last if last.is_file() else None
+        return Path(self.resume)

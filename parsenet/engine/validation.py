@@ -1,0 +1,83 @@
+"""Validation during training: the split scored in the ``train.eval`` mode, logged with the
+insight scalars and panels, and the final overlays."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from parsenet.data.bad_samples import BadSampleLog
+from parsenet.data.base import SegmentationDataset
+from parsenet.engine.distributed import DistContext, gather_objects
+from parsenet.engine.evaluator import evaluate
+from parsenet.engine.inference import InferenceMode
+from parsenet.engine.insight import evaluation_insight, validation_panels
+from parsenet.engine.training_log import TrainingLog
+from parsenet.visualize import save_png
+
+log = logging.getLogger(__name__)
+SUMMARY_SCORES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU")
+
+
+@dataclass
+class Validation:
+    """Scores a model on the validation split while it trains.
+
+    Attributes:
+        dataset: the whole validation split; loader: this process's share of it.
+        mode: how scores are formed (``train.eval``).
+        context: this process's place under torchrun.
+        panels: how many image | label | prediction panels TensorBoard gets.
+    """
+
+    dataset: SegmentationDataset
+    loader: DataLoader
+    mode: InferenceMode
+    context: DistContext
+    panels: int
+
+    def run(
+        self, model: torch.nn.Module, iteration: int, log_to: TrainingLog, bad_samples: BadSampleLog
+    ) -> dict[str, Any]:
+        """Evaluate ``model`` (shared between processes), log the scores and, on rank 0, the
+        insight. The scores carry ``num_images``: the images scored (skipped ones left out)."""
+        info, device = self.dataset.info, self.context.device
+        skipped_before = bad_samples.total
+        confusion = evaluate(
+            model,
+            self.loader,
+            info.num_classes,
+            device,
+            info.ignore_index,
+            context=self.context,
+            mode=self.mode,
+            bad_samples=bad_samples,
+        )
+        scores = confusion.compute(info.class_names)
+        skipped = sum(gather_objects(bad_samples.total - skipped_before, self.context))
+        scores["num_images"] = len(self.dataset) - skipped
+        log_to.scalars(iteration, {f"val/{key}": scores[key] for key in SUMMARY_SCORES}, "val")
+        log.info(
+            "iter %d: val mIoU %.4f, pixel acc %.4f", iteration, scores["mIoU"], scores["pixel_acc"]
+        )
+        if self.context.is_main:
+            values, grid = evaluation_insight(
+                model, self.dataset, scores["per_class_iou"], max(self.panels, 1), device
+            )
+            log_to.scalars(iteration, values, kind="insight")
+            if grid is not None:
+                log_to.image("val/panels", grid, iteration)
+        return scores
+
+    def save_overlays(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write image | label | prediction panels of the first ``panels`` images (rank 0)."""
+        if not self.context.is_main:
+            return
+        panels = validation_panels(model, self.dataset, self.panels, self.context.device)
+        for name, panel, _ in panels:
+            save_png(panel, folder / f"{name}.png")

@@ -1,0 +1,203 @@
+"""Scoring a checkpoint, or a folder of saved predictions, on a dataset split:
+:func:`evaluate`, :func:`score_predictions` and their :class:`EvaluationResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parsenet.data import build_dataset, dataset_info
+from parsenet.data.bad_samples import BadSampleLog
+from parsenet.data.loader import make_loader
+from parsenet.data.transforms import eval_transform
+from parsenet.engine.distributed import DistContext, main_process_first, shard_indices
+from parsenet.engine.evaluator import evaluate as confusion_over
+from parsenet.engine.evaluator import gather_bad_samples, shard
+from parsenet.engine.inference import InferenceMode
+from parsenet.engine.scoring import score_prediction_folder
+from parsenet.errors import ConfigError
+from parsenet.fileio import atomic_write
+from parsenet.loading import load_for_inference
+from parsenet.metrics import ConfusionMatrix
+from parsenet.report import metrics_record, write_json
+from parsenet.visualize import confusion_image, save_png
+
+WHOLE_IMAGE = InferenceMode("whole")
+
+
+@dataclass
+class EvaluationResult:
+    """Scores of one split, and what they were measured on.
+
+    Attributes:
+        scores: ``mIoU``, ``pixel_acc``, ``mean_acc``, ``fwIoU`` (fractions in [0, 1]),
+            ``per_class_iou`` and ``per_class_acc`` (class name → fraction, or None for a class
+            absent from labels and predictions).
+        confusion: K×K pixel counts, rows the label, columns the prediction.
+        class_names: the K classes; dataset, split: what was scored.
+        num_images: images scored (skipped unreadable ones left out).
+        inference: the mode and its settings (``{"mode": "predictions"}`` for saved PNGs).
+        source: the checkpoint or the prediction folder.
+        model: the model's config name (``parsenet``, ``fcn``, …), or ``predictions``.
+        bad_samples: skipped pairs under ``data.on_bad_sample=skip`` (None otherwise).
+    """
+
+    scores: dict[str, Any]
+    confusion: np.ndarray
+    class_names: list[str]
+    dataset: str
+    split: str
+    num_images: int
+    inference: dict[str, Any]
+    source: str
+    model: str
+    bad_samples: dict[str, Any] | None = field(default=None)
+
+    @property
+    def miou(self) -> float:
+        """Mean IoU over the classes present (a fraction)."""
+        return self.scores["mIoU"]
+
+    def record(self) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        record = metrics_record(
+            self.scores,
+            num_images=self.num_images,
+            mode=self.inference["mode"],
+            checkpoint=self.source,
+            dataset=self.dataset,
+            split=self.split,
+            inference=self.inference,
+        )
+        if self.bad_samples is not None:
+            record["bad_samples"] = self.bad_samples
+        return record
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        """Write ``metrics.json``, ``confusion.npy`` and ``confusion.png`` into ``folder``
+        (each atomically); returns their paths by name."""
+        folder = Path(folder)
+        matrix = self.confusion
+        return {
+            "metrics": write_json(folder / "metrics.json", self.record()),
+            "confusion": atomic_write(folder / "confusion.npy", lambda out: np.save(out, matrix)),
+            "picture": save_png(
+                confusion_image(matrix, self.class_names), folder / "confusion.png"
+            ),
+        }
+
+
+def result_of(
+    confusion: ConfusionMatrix, data_cfg: Mapping[str, Any], split: str, **about: Any
+) -> EvaluationResult:
+    """An :class:`EvaluationResult` from a split's summed confusion matrix."""
+    info = dataset_info(data_cfg)
+    return EvaluationResult(
+        scores=confusion.compute(info.class_names),
+        confusion=confusion.matrix.cpu().numpy(),
+        class_names=list(info.class_names),
+        dataset=info.name,
+        split=split,
+        **about,
+    )
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: Mapping[str, Any] | None = None,
+    split: str | None = None,
+    mode: InferenceMode = WHOLE_IMAGE,
+    device: str = "auto",
+    model: Mapping[str, Any] | None = None,
+    context: DistContext | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Score a checkpoint on a split, at each label's own resolution.
+
+    Args:
+        checkpoint: the ``.pt`` file.
+        data: data config keys laid over the checkpoint's (``{"root": "/datasets"}``), or a whole
+            data config with ``name`` set (another dataset with the same classes).
+        split: default: the data's ``val_split``.
+        mode: whole image (default), ``InferenceMode("slide", crop, stride)`` or
+            ``InferenceMode("msflip", scales=…, flip=…)``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (with ``context``: its device).
+        model: model config keys laid over the checkpoint's (they must fit its weights).
+        context: this process's place under torchrun: images are shared, each counted once.
+        progress: show a progress bar.
+    """
+    context = context or DistContext()
+    loaded = load_for_inference(
+        checkpoint, context.device if context.distributed else device, model, data
+    )
+    data_cfg = loaded.data_config
+    split = split or data_cfg["val_split"]
+    info = dataset_info(data_cfg)
+    with main_process_first(context):
+        dataset = build_dataset(data_cfg, split, eval_transform(loaded.normalization))
+    loader = make_loader(
+        shard(dataset, context),
+        1,
+        data_cfg["num_workers"],
+        pin_memory=loaded.device.type == "cuda",
+    )
+    bad_samples = BadSampleLog()
+    confusion = confusion_over(
+        loaded.model,
+        loader,
+        info.num_classes,
+        loaded.device,
+        info.ignore_index,
+        progress=progress and context.is_main,
+        context=context,
+        mode=mode,
+        bad_samples=bad_samples,
+    )
+    skipped = None
+    count = len(dataset)
+    if data_cfg.get("on_bad_sample") == "skip":
+        skipped = gather_bad_samples(bad_samples, context).summary()
+        count -= skipped["skipped"]  # the images actually scored
+    return result_of(
+        confusion,
+        data_cfg,
+        split,
+        num_images=count,
+        inference=mode.describe(),
+        source=str(checkpoint),
+        model=loaded.model_config["name"],
+        bad_samples=skipped,
+    )
+
+
+def score_predictions(
+    predictions: str | Path,
+    data: Mapping[str, Any],
+    split: str | None = None,
+    context: DistContext | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Score ``predictions/<id>.png`` (class indices at each label's size) against a split of
+    ``data`` (a whole data config, ``name`` set), as the VOC devkit does."""
+    if data.get("name") is None:
+        raise ConfigError("predictions=DIR needs the data to score against: add data=NAME")
+    context = context or DistContext()
+    split = split or data["val_split"]
+    dataset = build_dataset(data, split)
+    share = shard_indices(len(dataset), context)
+    confusion = score_prediction_folder(
+        dataset, predictions, share, context, progress=progress and context.is_main
+    )
+    return result_of(
+        confusion,
+        data,
+        split,
+        num_images=len(dataset),
+        inference={"mode": "predictions"},
+        source=str(predictions),
+        model="predictions",
+    )

@@ -1,0 +1,164 @@
+"""A trained model ready to use: :func:`load_for_inference` and :func:`predict`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from parsenet.data import dataset_info
+from parsenet.data.normalization import InputNormalization, get_normalization
+from parsenet.engine.checkpoint import load_checkpoint, restore_model
+from parsenet.engine.inference import InferenceMode
+from parsenet.engine.runtime import resolve_device
+from parsenet.errors import ConfigError
+from parsenet.models.pretrained import choose_input_norm
+
+WHOLE_IMAGE = InferenceMode("whole")
+
+
+def lay_over(
+    base: Mapping[str, Any], overrides: Mapping[str, Any], where: str = ""
+) -> dict[str, Any]:
+    """``base`` with the non-null values of ``overrides`` laid over it, nested nodes merged key
+    by key; a key ``base`` does not have is a :class:`ConfigError` (a misspelt override)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if key not in base:
+            choices = ", ".join(sorted(base))
+            raise ConfigError(f"{where}{key} is not a key of the checkpoint's config ({choices})")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            merged[key] = lay_over(base[key], value, f"{where}{key}.")
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def model_config(trained: Mapping[str, Any], chosen: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint's model config with the caller's keys laid over it; a config that names
+    itself (``name`` set, e.g. ``model=fcn``) replaces it."""
+    if chosen and chosen.get("name") is not None:
+        return dict(chosen)
+    return lay_over(trained, chosen or {}, "model.")
+
+
+def data_config(trained: Mapping[str, Any], chosen: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The data to use: a config that names itself (``data=voc …``) as it is, else the
+    checkpoint's data config with the caller's keys laid over it, where a class file that sat
+    in the training root (``classes.yaml`` of ``data=folder``) moves with a new ``root``."""
+    chosen = chosen or {}
+    if chosen.get("name") is not None:
+        return dict(chosen)
+    merged = lay_over(trained, chosen, "data.")
+    classes, root = trained.get("classes"), trained.get("root")
+    moved = chosen.get("root") and not chosen.get("classes")
+    if moved and classes and root and Path(classes).parent == Path(root):
+        merged["classes"] = str(Path(chosen["root"]) / Path(classes).name)
+    return merged
+
+
+@dataclass
+class InferenceModel:
+    """A checkpoint's model on a device, with what it takes to use it.
+
+    Attributes:
+        model: the network in eval mode.
+        device: where it runs.
+        normalization: the input convention its weights were trained with.
+        class_names, palette, ignore_index: of the dataset it was trained on.
+        model_config: the model's config (the checkpoint's, with the caller's keys over it).
+        data_config: that dataset's config (likewise).
+        config: the checkpoint's whole training config.
+        checkpoint: the file it came from.
+    """
+
+    model: torch.nn.Module
+    device: torch.device
+    normalization: InputNormalization
+    class_names: list[str]
+    palette: list[list[int]]
+    ignore_index: int
+    model_config: dict[str, Any]
+    data_config: dict[str, Any]
+    config: dict[str, Any]
+    checkpoint: Path
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the model predicts."""
+        return len(self.class_names)
+
+
+def load_for_inference(
+    checkpoint: str | Path,
+    device: str | torch.device = "auto",
+    model: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> InferenceModel:
+    """Load a parsenet checkpoint for evaluation or prediction.
+
+    Args:
+        checkpoint: a ``.pt`` file written by training (or ``parsenet-convert``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` or a device.
+        model: model config keys that replace the checkpoint's (they must fit its weights), or
+            a whole model config with ``name`` set.
+        data: data config keys that replace the checkpoint's (e.g. ``{"root": "/datasets"}``), or
+            a whole data config with ``name`` set; its classes must be the model's.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, not a parsenet checkpoint, or does not
+            fit the model or data asked for.
+        ConfigError: a key that the checkpoint's config does not have, or a bad device.
+    """
+    path = Path(checkpoint).expanduser()
+    saved = load_checkpoint(path)
+    trained = saved["config"]
+    target = device if isinstance(device, torch.device) else resolve_device(device)
+    model_cfg = model_config(trained["model"], model)
+    data_cfg = data_config(trained["data"], data)
+    info = dataset_info(data_cfg)
+    network = restore_model(saved, path, model_cfg, info.num_classes).to(target).eval()
+    input_norm = choose_input_norm(model_cfg.get("input_norm"), trained["model"]["input_norm"])
+    return InferenceModel(
+        model=network,
+        device=target,
+        normalization=get_normalization(input_norm),
+        class_names=list(saved["dataset"]["class_names"]),
+        palette=[list(colour) for colour in saved["dataset"]["palette"]],
+        ignore_index=info.ignore_index,
+        model_config=model_cfg,
+        data_config=data_cfg,
+        config=trained,
+        checkpoint=path,
+    )
+
+
+@torch.inference_mode()
+def predict_batch(
+    loaded: InferenceModel, images: Sequence[np.ndarray], mode: InferenceMode = WHOLE_IMAGE
+) -> np.ndarray:
+    """Label maps (N×H×W class indices, uint8 up to 256 classes) for RGB uint8 images of one
+    size H×W×3, each segmented at its own size (never resized or padded, which would change the
+    context)."""
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
+        raise ValueError(f"images must be H×W×3 arrays of one size, got shapes {sorted(shapes)}")
+    batch = torch.stack([loaded.normalization(image) for image in images]).to(loaded.device)
+    labels = mode.scores(loaded.model, batch).argmax(dim=1).cpu().numpy()
+    return labels.astype(np.uint8 if loaded.num_classes <= 256 else np.int32)
+
+
+def predict(
+    loaded: InferenceModel, image: np.ndarray, mode: InferenceMode = WHOLE_IMAGE
+) -> np.ndarray:
+    """The label map (H×W class indices, see :func:`predict_batch`) of one RGB uint8 H×W×3
+    image of any size.
+
+    ``mode`` is whole-image inference by default; ``InferenceMode("slide", crop, stride)`` or
+    ``InferenceMode("msflip", scales=…, flip=…)`` as in ``parsenet-eval``.
+    """
+    return predict_batch(loaded, [np.asarray(image)], mode)[0]

@@ -1,0 +1,1 @@
+"""The parts of ``scripts/benchmark.py``: each module measures one thing through the library."""
