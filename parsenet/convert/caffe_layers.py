@@ -122,7 +122,7 @@ def load_caffe_weights(
     unfilled = sorted(set(state) - {key for keys in keys_of.values() for key in keys})
     if unfilled:
         raise CaffeModelError(
-            f"arch={arch}: no Caffe layer maps to {', '.join(unfilled)}; the model config does "
+            f"--arch {arch}: no Caffe layer maps to {', '.join(unfilled)}; the model config does "
             "not match the Caffe net"
         )
     present = net.weighted_layers()
@@ -131,8 +131,9 @@ def load_caffe_weights(
         release = RELEASES[arch].file
         raise CaffeModelError(
             f"{source} has no layer {', '.join(missing)} of the {arch} net (it has "
-            f"{', '.join(present)}); is it {release}? arch=parsenet_voc fits "
-            f"{RELEASES['parsenet_voc'].file}, arch=reduced_vgg16 {RELEASES['reduced_vgg16'].file}"
+            f"{', '.join(present)}); is it {release}? --arch parsenet_voc fits "
+            f"{RELEASES['parsenet_voc'].file}, --arch reduced_vgg16 "
+            f"{RELEASES['reduced_vgg16'].file}"
         )
     report = LoadReport()
     converted: dict[str, torch.Tensor] = {}
