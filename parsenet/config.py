@@ -8,7 +8,8 @@ config folders with ``config_dirs`` here, or Hydra's ``--config-dir`` on the com
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,28 @@ def config_error_message(error: Exception) -> str:
     return " ".join(str(error).replace("\n", "; ").split()).replace(";;", ";").strip("; ")
 
 
+@contextmanager
+def composed(
+    name: str, overrides: Sequence[str], config_dirs: Sequence[str | Path], with_hydra: bool
+) -> Iterator[Any]:
+    """The composed (unresolved) config inside Hydra's context; composition errors become one
+    :class:`ConfigError` line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    extra = [f"file://{Path(folder).expanduser().resolve()}" for folder in config_dirs]
+    search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            yield hydra_compose(
+                name, overrides=[*search, *overrides], return_hydra_config=with_hydra
+            )
+    except ConfigError:
+        raise
+    except Exception as error:  # Hydra raises several types; all are configuration mistakes
+        raise ConfigError(config_error_message(error)) from None
+
+
 def compose(
     name: str,
     overrides: Sequence[str] = (),
@@ -68,18 +91,27 @@ def compose(
     Raises:
         ConfigError: one line naming the key or group that is wrong.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    extra = [f"file://{Path(folder).expanduser().resolve()}" for folder in config_dirs]
-    search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
-    try:
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose(name, overrides=[*search, *overrides])
+    with composed(name, overrides, config_dirs, with_hydra=False) as cfg:
+        try:
             return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as error:  # Hydra raises several types; all are configuration mistakes
-        raise ConfigError(config_error_message(error)) from None
+        except Exception as error:  # resolution errors: interpolations, missing values
+            raise ConfigError(config_error_message(error)) from None
+
+
+def run_folder(
+    name: str, overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()
+) -> Path:
+    """The run folder a command with these overrides writes into (``hydra.run.dir``, its
+    time stamp taken now)."""
+    from omegaconf import OmegaConf
+
+    with composed(name, overrides, config_dirs, with_hydra=True) as cfg:
+        try:
+            return Path(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True))
+        except Exception as error:
+            raise ConfigError(config_error_message(error)) from None
 
 
 def instantiate(node: dict[str, Any], key: str, **kwargs: Any) -> Any:

@@ -19,6 +19,7 @@ from parsenet.engine.evaluator import evaluate as confusion_over
 from parsenet.engine.evaluator import gather_bad_samples, shard
 from parsenet.engine.inference import InferenceMode
 from parsenet.engine.scoring import score_prediction_folder
+from parsenet.engine.validation import require_scored_images
 from parsenet.errors import ConfigError
 from parsenet.fileio import atomic_write
 from parsenet.loading import load_for_inference
@@ -129,6 +130,10 @@ def evaluate(
         model: model config keys laid over the checkpoint's (they must fit its weights).
         context: this process's place under torchrun: images are shared, each counted once.
         progress: show a progress bar.
+
+    Raises:
+        DataError: no image of the split could be scored (all skipped as unreadable under
+            ``data.on_bad_sample=skip``), besides the errors of :func:`load_for_inference`.
     """
     context = context or DistContext()
     loaded = load_for_inference(
@@ -158,15 +163,15 @@ def evaluate(
         bad_samples=bad_samples,
     )
     skipped = None
-    count = len(dataset)
     if data_cfg.get("on_bad_sample") == "skip":
         skipped = gather_bad_samples(bad_samples, context).summary()
-        count -= skipped["skipped"]  # the images actually scored
+    lost = skipped or {"skipped": 0, "files": []}
+    require_scored_images(split, len(dataset), lost["skipped"], lost["files"])
     return result_of(
         confusion,
         data_cfg,
         split,
-        num_images=count,
+        num_images=len(dataset) - lost["skipped"],  # the images actually scored
         inference=mode.describe(),
         source=str(checkpoint),
         model=loaded.model_config["name"],
@@ -182,12 +187,18 @@ def score_predictions(
     progress: bool = False,
 ) -> EvaluationResult:
     """Score ``predictions/<id>.png`` (class indices at each label's size) against a split of
-    ``data`` (a whole data config, ``name`` set), as the VOC devkit does."""
+    ``data`` (a whole data config, ``name`` set), as the VOC devkit does.
+
+    Raises:
+        ConfigError: ``data`` does not name a dataset.
+        DataError: a prediction is missing or malformed, or the split has no images.
+    """
     if data.get("name") is None:
         raise ConfigError("predictions=DIR needs the data to score against: add data=NAME")
     context = context or DistContext()
     split = split or data["val_split"]
     dataset = build_dataset(data, split)
+    require_scored_images(split, len(dataset), 0)
     share = shard_indices(len(dataset), context)
     confusion = score_prediction_folder(
         dataset, predictions, share, context, progress=progress and context.is_main

@@ -3,6 +3,7 @@ the exported file against the eager model."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,24 @@ FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime (or pip install -e '.[export]')"
 
 Runner = Callable[[torch.Tensor], np.ndarray]
+
+
+def check_output_path(out: str | Path, fmt: str) -> Path:
+    """``out`` as a path that an export can be written to, checked before anything is written.
+
+    Raises:
+        ConfigError: ``out`` is a folder, or its folder cannot be created or written into.
+    """
+    path = Path(out).expanduser()
+    if path.is_dir() or str(out).endswith(("/", os.sep)):
+        example = path / f"model{FORMATS.get(fmt, '.pt')}"
+        raise ConfigError(f"out={out} is a folder; give a file path such as out={example}")
+    existing = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"out={out}: its folder cannot be created, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"out={out}: {existing} is not writable; choose another out=")
+    return path
 
 
 def export_model(model: nn.Module, fmt: str, path: str | Path) -> Path:
@@ -111,9 +130,11 @@ def export_checkpoint(
     model expects, class names, palette). Returns that record.
 
     Raises:
+        ConfigError: ``out`` is a folder or cannot be written (see :func:`check_output_path`).
         ParsenetError: the export agrees on fewer than ``min_agreement`` of the pixels (the file
             is removed, nothing is kept).
     """
+    out = check_output_path(out, fmt)
     loaded = load_for_inference(checkpoint, "cpu")
     out = export_model(loaded.model, fmt, out)
     results = parity(loaded.model, load_runner(fmt, out), check_sizes)

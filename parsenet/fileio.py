@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from parsenet.run_lock import process_alive
+
 TEMPORARY_MARK = ".tmp-"
 
 
@@ -66,11 +68,22 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     scratch.rename(target)
 
 
+def writer_gone(temporary: Path) -> bool:
+    """Whether the process that named ``temporary`` (``….tmp-<pid>``) is this one or no longer
+    runs: only then is the file left over rather than being written."""
+    pid = temporary.name.rpartition(TEMPORARY_MARK)[2]
+    if not pid.isdigit():
+        return False
+    return int(pid) == os.getpid() or not process_alive(int(pid))
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete temporary files that :func:`atomic_output` left in ``folder`` when its process was
-    killed mid-write (they are never the file a reader opens). Returns what was removed."""
+    killed mid-write (they are never the file a reader opens); files that a live process is
+    still writing are left alone. Returns what was removed."""
     pattern = f".*{TEMPORARY_MARK}*"
-    stale = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
+    found = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
+    stale = [path for path in found if writer_gone(path)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import glob
 import logging
-from collections.abc import Callable, Iterator
+import math
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import numpy as np
 
 from parsenet.data.base import read_image
 from parsenet.engine.inference import InferenceMode
-from parsenet.errors import DataError
+from parsenet.errors import ConfigError, DataError
 from parsenet.loading import WHOLE_IMAGE, InferenceModel, predict_batch
 from parsenet.visualize import colorize, overlay, save_label_png, save_png
 
@@ -33,6 +36,52 @@ def find_inputs(inputs: str | Path) -> list[Path]:
     if not found:
         raise DataError(f"inputs={inputs}: no image files there (a file, a folder or a glob)")
     return found
+
+
+def common_root(paths: Sequence[Path]) -> Path:
+    """The deepest folder holding every path: a folder input's folder, a glob's deepest common
+    parent, a single file's own folder."""
+    return Path(os.path.commonpath([path.absolute().parent for path in paths]))
+
+
+def output_names(paths: Sequence[Path]) -> dict[Path, Path]:
+    """Each input's output file name, relative to an output folder: its path under the
+    inputs' :func:`common_root` (sub-folders kept) with the suffix replaced by ``.png``
+    (``a/same.jpg`` → ``a/same.png``). Inputs that would share a name keep their own suffix
+    (``x.jpg`` → ``x.jpg.png``, ``x.png`` → ``x.png.png``), so no two inputs share an output."""
+    root = common_root(paths)
+    relative = {path: path.absolute().relative_to(root) for path in paths}
+    names = {path: name.with_suffix("") for path, name in relative.items()}
+    while clashing := _sharing_a_name(names):
+        for path in clashing:
+            names[path] = relative[path]
+    outputs = {path: name.with_name(f"{name.name}.png") for path, name in names.items()}
+    assert len(set(outputs.values())) == len(outputs), "two inputs map to one output"
+    return outputs
+
+
+def _sharing_a_name(names: dict[Path, Path]) -> list[Path]:
+    """The inputs whose name another input has too and that still lack their suffix."""
+    holders: dict[Path, list[Path]] = defaultdict(list)
+    for path, name in names.items():
+        holders[name].append(path)
+    return [
+        path
+        for group in holders.values()
+        if len(group) > 1
+        for path in group
+        if names[path].name != path.name
+    ]
+
+
+def check_settings(batch_size: int, alpha: float) -> None:
+    """Raise :class:`ConfigError` unless ``batch_size`` is a whole number ≥ 1 and ``alpha``
+    a number in [0, 1]."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a whole number ≥ 1")
+    number = isinstance(alpha, int | float) and not isinstance(alpha, bool)
+    if not number or not (math.isfinite(alpha) and 0 <= alpha <= 1):
+        raise ConfigError(f"alpha={alpha!r} must be between 0 and 1 (the overlay's opacity)")
 
 
 def same_size_batches(
@@ -70,15 +119,16 @@ def write_outputs(
     palette: list[list[int]],
     alpha: float,
     out: Path,
-    name: str,
+    name: Path,
 ) -> None:
-    """``labels/<name>.png`` (class indices in a palette PNG), ``overlays/<name>.png`` and
-    ``side_by_side/<name>.png`` (image | overlay) under ``out``, each written atomically."""
+    """``labels/<name>`` (class indices in a palette PNG), ``overlays/<name>`` and
+    ``side_by_side/<name>`` (image | overlay) under ``out``, each written atomically; ``name``
+    is a relative ``.png`` path (see :func:`output_names`)."""
     blended = overlay(image, colorize(label, palette), alpha)
     gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
-    save_label_png(label, palette, out / "labels" / f"{name}.png")
-    save_png(blended, out / "overlays" / f"{name}.png")
-    save_png(np.concatenate([image, gap, blended], axis=1), out / "side_by_side" / f"{name}.png")
+    save_label_png(label, palette, out / "labels" / name)
+    save_png(blended, out / "overlays" / name)
+    save_png(np.concatenate([image, gap, blended], axis=1), out / "side_by_side" / name)
 
 
 def predict_files(
@@ -91,18 +141,22 @@ def predict_files(
     progress: Callable[[int], None] | None = None,
 ) -> PredictionReport:
     """Segment every image ``inputs`` names (a file, a folder or a glob) and write its label
-    PNG, overlay and side-by-side picture under ``out``. Images of one size are batched;
-    unreadable files are skipped and reported. ``progress`` is called with the files done.
+    PNG, overlay and side-by-side picture under ``out``, named as :func:`output_names` says
+    (``labels/a/same.png`` for ``a/same.jpg``). Images of one size are batched; unreadable
+    files are skipped and reported. ``progress`` is called with the files done.
 
     Raises:
+        ConfigError: ``batch_size`` below 1 or ``alpha`` outside [0, 1] (nothing is written).
         DataError: nothing matches ``inputs``, or none of the files could be read.
     """
+    check_settings(batch_size, alpha)
     paths = find_inputs(inputs)
+    names = output_names(paths)
     report = PredictionReport()
     for batch in same_size_batches(paths, batch_size, report.skipped):
         labels = predict_batch(loaded, [image for _, image in batch], mode)
         for (source, image), label in zip(batch, labels, strict=True):
-            write_outputs(image, label, loaded.palette, alpha, Path(out), source.stem)
+            write_outputs(image, label, loaded.palette, alpha, Path(out), names[source])
             report.written.append(source)
         if progress is not None:
             progress(len(report.written) + len(report.skipped))

@@ -7,6 +7,7 @@ from typing import Any
 
 from parsenet.engine.distributed import DistContext
 from parsenet.engine.trainer import Trainer
+from parsenet.run_lock import RunFolderLock
 
 
 def train(
@@ -21,5 +22,11 @@ def train(
             ``parsenet.config.compose("train", ["model=fcn", "data=voc", "data.root=/datasets"])``.
         run_dir: where checkpoints, logs, ``metrics.json`` and overlays go (see README, Train).
         context: this process's place under torchrun (default: one process on ``cfg.device``).
+
+    Raises:
+        RunFolderBusy: another live process is writing into ``run_dir``.
     """
-    return Trainer(cfg, run_dir, context).run()
+    if context is not None and not context.is_main:
+        return Trainer(cfg, run_dir, context).run()
+    with RunFolderLock(run_dir):  # one process per run folder
+        return Trainer(cfg, run_dir, context).run()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, TINY_MODEL, TINY_SYNTHETIC, assert_one_line_error, compose_train, run_cli
+from torch._dynamo.eval_frame import OptimizedModule
+from torch._dynamo.utils import counters
 
 from parsenet.data.sampling import ResumableSampler
 from parsenet.engine.checkpoint import load_checkpoint
@@ -119,8 +121,21 @@ def test_a_non_finite_step_is_skipped_and_too_many_stop_training(tmp_path: Path)
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_and_channels_last_train_on_cpu(tmp_path: Path, amp: str):
     cfg = compose_train(tmp_path, f"train.amp={amp}", "train.channels_last=true")
-    record = Trainer(cfg, tmp_path / "run").run()
-    assert 0 <= record["mIoU"] <= 1
+    trainer = Trainer(cfg, tmp_path / "run")
+    seen = []  # (autocast on, its dtype, input in channels-last) at every training forward
+
+    def spy(module, args):
+        if module.training:
+            layout = args[0].is_contiguous(memory_format=torch.channels_last)
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), layout))
+
+    trainer.model.register_forward_pre_hook(spy)
+    assert 0 <= trainer.run()["mIoU"] <= 1
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert seen == [(True, dtype, True)] * 3
+    kernels = [p for p in trainer.model.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert not all(p.is_contiguous() for p in kernels)  # 3×3 kernels really changed layout
     lines = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
     steps = [json.loads(line) for line in lines if '"kind": "train"' in line]
     assert steps and all(torch.isfinite(torch.tensor(s["train/loss"])) for s in steps)
@@ -174,31 +189,53 @@ def cli_overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_sigterm_saves_and_auto_resume_finishes_like_an_uninterrupted_run(tmp_path: Path):
-    overrides = cli_overrides(tmp_path, "train.max_iters=100", "train.log_every=1")
-    run_cli("parsenet-train", *overrides, f"hydra.run.dir={tmp_path / 'whole'}", check=True)
-    run = tmp_path / "stopped"
-    command = [sys.executable, "-m", "parsenet.cli.train", *overrides, f"hydra.run.dir={run}"]
+    # A constant learning rate (schedule.power=0) makes the schedule independent of
+    # train.max_iters: the stopped run is given far more iterations than it can reach before
+    # the signal, and the resumed and the uninterrupted runs both end a few steps after it.
+    overrides = cli_overrides(tmp_path, "schedule.power=0", "train.log_every=1")
+    run, endless = tmp_path / "stopped", 100_000
+    command = [sys.executable, "-m", "parsenet.cli.train", *overrides, f"train.max_iters={endless}"]
     process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, f"hydra.run.dir={run}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    deadline = time.monotonic() + 120
-    log = run / "train_log.jsonl"
-    while (
-        not (log.exists() and '"kind": "train"' in log.read_text()) and time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        wait_for_first_step(process, run / "train_log.jsonl", timeout=300)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 0, stderr
     assert "stopped by SIGTERM" in stdout and "train.resume=auto" in stdout
     stopped_at = load_checkpoint(run / "checkpoints" / "last.pt")["iteration"]
-    assert 0 < stopped_at < 100
-    resumed = run_cli("parsenet-train", *overrides, "train.resume=auto", f"hydra.run.dir={run}")
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_weights(
-        weights(tmp_path / "whole" / "checkpoints" / "last.pt"),
-        weights(run / "checkpoints" / "last.pt"),
+    assert 0 < stopped_at < endless
+    end = f"train.max_iters={stopped_at + 3}"
+    resumed = run_cli(
+        "parsenet-train", *overrides, end, "train.resume=auto", f"hydra.run.dir={run}"
     )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == stopped_at + 3
+    whole = tmp_path / "whole"
+    run_cli("parsenet-train", *overrides, end, f"hydra.run.dir={whole}", check=True)
+    assert_same_weights(
+        weights(whole / "checkpoints" / "last.pt"), weights(run / "checkpoints" / "last.pt")
+    )
+
+
+def wait_for_first_step(process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Return once the training log has a step (the stop handler is installed by then)."""
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and '"kind": "train"' in log.read_text()):
+        if process.poll() is not None:
+            pytest.fail(f"training exited ({process.returncode}) before its first step")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no training step logged within {timeout} s")
+        time.sleep(0.05)
 
 
 SAVE_LOOP = """
@@ -247,8 +284,15 @@ def test_corrupt_checkpoint_to_resume_is_one_line_and_nothing_is_overwritten(tmp
 
 @pytest.mark.slow
 def test_compiled_model_trains(tmp_path: Path):
-    record = Trainer(compose_train(tmp_path, "train.compile=true"), tmp_path / "run").run()
-    assert 0 <= record["mIoU"] <= 1
+    torch._dynamo.reset()
+    trainer = Trainer(compose_train(tmp_path, "train.compile=true"), tmp_path / "run")
+    compiled = trainer.forward_model
+    assert isinstance(compiled, OptimizedModule) and compiled._orig_mod is trainer.model
+    calls = []  # train_step goes through the compiled module, once per step
+    compiled.register_forward_pre_hook(lambda module, args: calls.append(module.training))
+    assert 0 <= trainer.run()["mIoU"] <= 1
+    assert calls == [True] * 3
+    assert counters["stats"]["unique_graphs"] >= 1  # Dynamo really captured the forward
     assert not any(
         k.startswith("_orig_mod") for k in weights(tmp_path / "run" / "checkpoints" / "last.pt")
     )

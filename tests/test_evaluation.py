@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import REPO, TINY_SYNTHETIC, compose_train, run_cli, write_palette_png
 from torchmetrics.classification import MulticlassJaccardIndex
 
@@ -63,6 +64,28 @@ def test_msflip_with_one_scale_and_no_flip_equals_whole(tiny_model):
     torch.testing.assert_close(single, whole)
     assert many.shape == whole.shape
     torch.testing.assert_close(many.sum(dim=1), torch.ones(1, 45, 70))
+
+
+def test_msflip_averages_the_probabilities_of_every_view():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 20, 30)
+    # 1×3 kernels: the flipped view's probabilities, flipped back, differ from the plain view's
+    lopsided = torch.nn.Conv2d(3, 4, (1, 3), padding=(0, 1))
+    pointwise = torch.nn.Conv2d(3, 4, 1)  # its half-size view, by hand, is one resize each way
+    with torch.no_grad():
+        plain = lopsided(images).softmax(dim=1)
+        flipped = lopsided(images.flip(-1)).softmax(dim=1).flip(-1)
+        flip = InferenceMode("msflip", scales=(1.0,), flip=True).scores(lopsided, images)
+
+        full = pointwise(images).softmax(dim=1)
+        half = F.interpolate(images, (10, 15), mode="bilinear", align_corners=False)
+        half = pointwise(half).softmax(dim=1)
+        half = F.interpolate(half, (20, 30), mode="bilinear", align_corners=False)
+        scales = InferenceMode("msflip", scales=(0.5, 1.0), flip=False).scores(pointwise, images)
+    assert not torch.allclose(plain, flipped, atol=1e-2)
+    torch.testing.assert_close(flip, (plain + flipped) / 2)
+    assert not torch.allclose(full, half, atol=1e-2)
+    torch.testing.assert_close(scales, (full + half) / 2)
 
 
 def test_slide_on_a_2000_pixel_image(tiny_model):

@@ -41,14 +41,21 @@ def test_scale_options():
     torch.testing.assert_close(shared(x), fixed(x))
 
 
-def test_norm_computed_in_float32_under_autocast():
+@pytest.mark.parametrize("autocast", [False, True])
+def test_norm_computed_in_float32_under_autocast(autocast):
+    """Squares of ~1e-4 underflow to 0 in float16, so a float16 norm divides by 0 (inf);
+    computed in float32 the output is finite and matches float64."""
     layer = L2Norm(4, scale=10.0)
-    x = torch.full((1, 4, 2, 2), 1e-3, dtype=torch.bfloat16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    x = torch.tensor([0.6e-4, 0.9e-4, 1.1e-4, 1.4e-4], dtype=torch.float16).view(1, 4, 1, 1)
+    assert torch.all(x.pow(2) == 0)  # what defeats a half-precision norm
+    with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
         y = layer(x)
-    assert y.dtype == torch.bfloat16
-    # |x| is tiny but the normalised output is γ / 2 for every channel.
-    torch.testing.assert_close(y.float(), torch.full((1, 4, 2, 2), 5.0), rtol=1e-2, atol=0)
+    assert y.dtype == torch.float16
+    wide = x.double()
+    expected = wide / torch.sqrt(wide.pow(2).sum(dim=1, keepdim=True) + layer.eps) * 10.0
+    assert torch.isfinite(y).all()
+    # rtol 1e-3: float16 rounding of the output only (half an ulp is 4.9e-4)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-3, atol=0)
 
 
 @pytest.mark.parametrize("channel_shared", [False, True])

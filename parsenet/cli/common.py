@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import shutil
 import sys
@@ -16,13 +17,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from parsenet.config import compose, config_dir, config_error_message
+from parsenet.cli.run_folder import RunFolder
+from parsenet.config import compose, config_dir, config_error_message, run_folder
 from parsenet.engine.distributed import DistContext, broadcast_object
 from parsenet.errors import ConfigError, ParsenetError
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 CONFIG_DIR_FLAGS = {"--config-dir", "-cd"}
+RUN_DIR_KEY = "hydra.run.dir"
 
 Task = Callable[[dict[str, Any], Path], None]
 
@@ -46,33 +50,77 @@ def one_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def parsed_overrides(overrides: list[str]) -> list[Any]:
+    """Hydra's reading of the overrides; one that its grammar rejects is a :class:`ConfigError`
+    saying how to quote it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for override in overrides:
+        try:
+            parsed += parser.parse_overrides([override])
+        except OverrideParseException:
+            key, _, value = override.partition("=")
+            raise ConfigError(
+                f"cannot read the override {override}: quote the value ({key}='{value}'), "
+                "since Hydra reads characters such as ( ) , [ ] { } in it"
+            ) from None
+    return parsed
+
+
 def first_of_each_sweep(overrides: list[str]) -> list[str]:
     """The overrides of a multirun's first job (``model=parsenet,fcn`` → ``model=parsenet``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     return [
         f"{override.get_key_element()}={next(override.sweep_string_iterator())}"
         if override.is_sweep_override()
         else override.input_line
-        for override in OverridesParser.create().parse_overrides(overrides)
+        for override in parsed_overrides(overrides)
     ]
 
 
-def check_config(config_name: str, overrides: list[str], config_dirs: list[str]) -> None:
-    """Compose and resolve the config with these overrides (and the user's config folders); exit
-    with one line if that fails.
+def refuse_sweeps(overrides: list[str]) -> None:
+    """Outside a multirun a list of values (``data.root=/a,b``) is a :class:`ConfigError` that
+    says how to pass the comma as part of the value."""
+    for override in parsed_overrides(overrides):
+        if override.is_sweep_override():
+            key, _, value = override.input_line.partition("=")
+            raise ConfigError(
+                f"{override.input_line}: a comma separates runs of a sweep; to keep it in the "
+                f"value quote it ({key}='{value}'), or add -m to run each value"
+            )
 
-    For a multirun the first job's overrides stand for all (a wrong key is wrong in every job).
-    """
-    try:
-        compose(config_name, first_of_each_sweep(overrides), config_dirs)
-    except ConfigError as error:
-        fail(str(error))
+
+def quoted(value: str) -> str:
+    """``value`` as a single-quoted Hydra override value (any character allowed)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def prepared_run_folder(
+    config_name: str, overrides: list[str], config_dirs: list[str]
+) -> RunFolder:
+    """Check the overrides, then choose, check and lock the folder this single run writes
+    into (before Hydra writes its config there)."""
+    refuse_sweeps(overrides)
+    compose(config_name, overrides, config_dirs)
+    path = run_folder(config_name, overrides, config_dirs)
+    return RunFolder(path, owner=os.environ.get("RANK", "0") == "0").open()
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for a file-system error (disk full, permissions, …)."""
+    where = f"cannot write {error.filename}: " if error.filename else ""
+    return (
+        f"{where}{error.strerror or error}; free some space or fix the permissions, or choose "
+        "another folder (hydra.run.dir=PATH)"
+    )
 
 
 def remove_if_only_hydra_files(run_dir: Path) -> None:
     """Delete a run folder that holds nothing but what Hydra wrote at start (config and log), so a
-    run that failed before producing anything leaves nothing behind."""
+    run that failed before producing anything leaves nothing behind (multiruns; a single run's
+    folder is a :class:`RunFolder`)."""
     hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
     if run_dir.is_dir() and {entry.name for entry in run_dir.iterdir()} <= hydra_files:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -138,27 +186,55 @@ def hydra_command(
     """
 
     def decorate(task: Task) -> Callable[[], None]:
-        def run(cfg: DictConfig) -> None:
+        def run(cfg: DictConfig, folder: RunFolder | None) -> None:
             run_dir = Path(HydraConfig.get().runtime.output_dir)
+
+            def undo() -> None:
+                if folder is not None:
+                    folder.failed()
+                else:
+                    remove_if_only_hydra_files(run_dir)
+
             try:
                 task(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), run_dir)
             except ParsenetError as error:
-                remove_if_only_hydra_files(run_dir)
+                undo()
                 fail(one_line(error))
             except OmegaConfBaseException as error:
-                remove_if_only_hydra_files(run_dir)
+                undo()
                 fail(config_error_message(error))
+            except OSError as error:
+                undo()
+                fail(os_error_line(error))
+            except KeyboardInterrupt:
+                undo()
+                print("error: interrupted; nothing half-written was left", file=sys.stderr)
+                sys.exit(INTERRUPTED)
 
         @functools.wraps(task)
         def main() -> None:
             sys.argv[1:] = opened(sys.argv[1:], open_nodes)
             folders, arguments = config_dir_arguments(sys.argv[1:])
             flags = {argument for argument in arguments if argument.startswith("-")}
-            if flags <= MULTIRUN_FLAGS:  # other flags (--help, --cfg job, …) go to Hydra as is
-                check_config(config_name, [a for a in arguments if a not in flags], folders)
-            hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
-                run
-            )()
+            overrides = [argument for argument in arguments if argument not in flags]
+            folder = None
+            try:
+                if not flags:
+                    folder = prepared_run_folder(config_name, overrides, folders)
+                elif flags <= MULTIRUN_FLAGS:  # other flags (--help, --cfg job, …) go to Hydra
+                    compose(config_name, first_of_each_sweep(overrides), folders)
+            except ParsenetError as error:
+                fail(str(error))
+            if folder is not None:  # Hydra writes into exactly the folder that was locked
+                kept = [a for a in sys.argv[1:] if a.partition("=")[0] != RUN_DIR_KEY]
+                sys.argv[1:] = [*kept, f"{RUN_DIR_KEY}={quoted(str(folder.path))}"]
+            try:
+                hydra.main(
+                    config_path=str(config_dir()), config_name=config_name, version_base="1.3"
+                )(functools.partial(run, folder=folder))()
+            finally:
+                if folder is not None:
+                    folder.close()
 
         return main
 

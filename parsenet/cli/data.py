@@ -31,20 +31,42 @@ from parsenet.visualize import save_png
 DATASETS = [name for name in config_names("data") if name != "from_checkpoint"]
 VERIFY_FAILED = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ROOT_RELATIVE_KEYS = ("classes",)  # data keys that name a file under data.root
 
 
 def data_config(name: str, root: str | None, classes: str | None = None) -> dict[str, Any]:
     """The ``data`` node of ``configs/data/<name>.yaml`` as training composes it, with the root
-    (and the class file of ``folder``) replaced where given."""
-    overrides = [f"data={name}"]
-    if root is not None:
-        overrides.append(f"data.root={Path(root).resolve()}")
-    if classes is not None:
-        overrides.append(f"data.classes={Path(classes).resolve()}")
+    (and the class file of ``folder``) replaced where given.
+
+    The paths are set in the composed dict, never passed as Hydra overrides: a folder name with
+    parentheses, commas or quotes is legal on disk but not in Hydra's override grammar.
+    """
     try:
-        return compose("train", overrides)["data"]
+        cfg = compose("train", [f"data={name}"])["data"]
     except ConfigError as error:
         fail(str(error))
+    if root is not None:
+        cfg = with_root(cfg, user_path(root))
+    if classes is not None:
+        cfg["classes"] = str(user_path(classes))
+    return cfg
+
+
+def user_path(text: str) -> Path:
+    """A path typed on the command line: ``~`` expanded, made absolute."""
+    return Path(text).expanduser().resolve()
+
+
+def with_root(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
+    """``cfg`` with ``root`` replaced; files the config keeps under its root (``folder``'s
+    ``classes: ${.root}/classes.yaml``) move with it, as a ``data.root=`` override would."""
+    old_root = Path(cfg["root"])
+    moved = {
+        key: str(root / Path(cfg[key]).relative_to(old_root))
+        for key in ROOT_RELATIVE_KEYS
+        if isinstance(cfg.get(key), str) and Path(cfg[key]).is_relative_to(old_root)
+    }
+    return {**cfg, **moved, "root": str(root)}
 
 
 def prepare(args: argparse.Namespace) -> None:

@@ -1,8 +1,10 @@
 """``parsenet-predict checkpoint=PATH inputs=FILE|DIR|GLOB``: segment any images.
 
 For every readable input: ``labels/<name>.png`` (class indices in a palette PNG),
-``overlays/<name>.png`` and ``side_by_side/<name>.png`` in the run folder. Unreadable files are
-reported and skipped; the run goes on.
+``overlays/<name>.png`` and ``side_by_side/<name>.png`` in the run folder, where ``<name>`` is
+the input's path under the inputs' common folder (``a/same.jpg`` → ``a/same.png``; ``x.jpg`` and
+``x.png`` side by side → ``x.jpg.png`` and ``x.png.png``). Unreadable files are reported and
+skipped; the run goes on.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from tqdm import tqdm
 from parsenet.cli.common import hydra_command
 from parsenet.engine.inference import InferenceMode
 from parsenet.loading import load_for_inference
-from parsenet.prediction_files import find_inputs, predict_files
+from parsenet.prediction_files import check_settings, find_inputs, predict_files
 
 
 @hydra_command("predict")
 def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Predict every input image and write its label PNG, overlay and side-by-side picture."""
+    check_settings(cfg["batch_size"], cfg["alpha"])  # before the model is loaded
     mode = InferenceMode.from_config(cfg)
     loaded = load_for_inference(cfg["checkpoint"], cfg["device"])
     total = len(find_inputs(cfg["inputs"]))

@@ -5,11 +5,12 @@ Under ``torchrun`` every process runs this; rank 0's run folder is used by all o
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from parsenet.cli.common import hydra_command, share_run_dir
+from parsenet.cli.common import hydra_command, quoted, share_run_dir
 from parsenet.data import dataset_info
 from parsenet.engine.distributed import init_distributed, shutdown
 from parsenet.report import bad_samples_note, scores_table
@@ -27,11 +28,12 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
         return
     if "stopped" in record:
         replaced = ("hydra.run.dir=", "train.resume=")
-        overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith(replaced))
+        kept = [arg for arg in sys.argv[1:] if not arg.startswith(replaced)]
+        resume = [*kept, "train.resume=auto", f"hydra.run.dir={quoted(str(run_dir))}"]
         print(
             f"stopped by {record['stopped']} at iteration {record['iteration']}; "
             f"{record['checkpoint']} holds the state. Resume with:\n"
-            f"  parsenet-train {overrides} train.resume=auto hydra.run.dir={run_dir}".rstrip()
+            f"  parsenet-train {shlex.join(resume)}"
         )
         return
     info = dataset_info(cfg["data"])

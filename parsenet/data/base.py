@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,8 @@ from parsenet.data.bad_samples import ON_BAD_SAMPLE
 from parsenet.data.info import DatasetInfo
 from parsenet.errors import ConfigError, DataError
 
-LABEL_MODES = ("P", "L")
+# Pillow modes of label files that hold class indices: palette, greyscale, 16-bit greyscale.
+LABEL_MODES = ("P", "L", "I;16", "I")
 
 # A transform takes (RGB uint8 image, uint8/int label) and returns a dict with "image" and "label".
 PairTransform = Callable[[np.ndarray, np.ndarray], dict]
@@ -41,13 +43,16 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_label(path: Path) -> np.ndarray:
-    """Decode a label PNG as class indices (palette or greyscale PNGs; never colours)."""
+    """Decode a label PNG as class indices: palette (P), greyscale (L) or 16-bit greyscale
+    (I;16, I) PNGs, never colours. 16-bit values come back as they are (uint16/int32);
+    :func:`check_label_values` refuses those outside the classes."""
     try:
         with Image.open(path) as label:
             if label.mode not in LABEL_MODES:
                 raise DataError(
-                    f"label {path} is a mode-{label.mode} image; labels must be palette (P) or "
-                    "greyscale (L) PNGs holding class indices — convert colour labels to indices"
+                    f"label {path} is a mode-{label.mode} image; labels must be palette (P), "
+                    "greyscale (L) or 16-bit greyscale (I;16) PNGs holding class indices — "
+                    "convert colour labels to indices"
                 )
             return np.asarray(label)
     except OSError as error:
@@ -100,15 +105,15 @@ class SegmentationDataset(Dataset):
         return self.pairs[index][0].stem
 
     def load_label(self, index: int) -> np.ndarray:
-        """Decode and check one label: values in the classes or the ignore index."""
+        """Decode and check one label: uint8 values in the classes or the ignore index."""
         label_path = self.pairs[index][1]
         if not label_path.is_file():
             raise DataError(f"label file {label_path} does not exist")
         label = read_label(label_path)
         if self.label_map is not None:
-            label = self.label_map[label]
+            label = apply_label_map(label, self.label_map)
         check_label_values(label, self.info, label_path)
-        return label
+        return label.astype(np.uint8, copy=False)
 
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: RGB image and label with values in the classes or ignore."""
@@ -145,10 +150,20 @@ def check_files_exist(pairs: Sequence[tuple[Path, Path]]) -> None:
         raise DataError(f"{kind} file {missing[0]} does not exist{more}")
 
 
+def apply_label_map(label: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Raw label values looked up in ``table``; values beyond it (16-bit labels) stay as they
+    are, for :func:`check_label_values` to refuse."""
+    inside = (label >= 0) & (label < len(table))
+    if inside.all():
+        return table[label]
+    return np.where(inside, table[np.clip(label, 0, len(table) - 1)], label)
+
+
 def check_label_values(label: np.ndarray, info: DatasetInfo, path: Path) -> None:
     """Raise if a label holds values other than class indices and the ignore index."""
     values = np.unique(label)
-    bad = values[(values >= info.num_classes) & (values != info.ignore_index)]
+    outside = (values < 0) | (values >= info.num_classes)
+    bad = values[outside & (values != info.ignore_index)]
     if bad.size:
         shown = ", ".join(str(value) for value in bad[:8])
         raise DataError(
@@ -157,11 +172,41 @@ def check_label_values(label: np.ndarray, info: DatasetInfo, path: Path) -> None
         )
 
 
-def read_split_file(path: Path) -> list[str]:
-    """Non-empty lines of a split list file."""
+def read_split_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every non-empty line of a split list file, read as UTF-8 with or
+    without a byte-order mark."""
     if not path.is_file():
         raise DataError(f"split file {path} does not exist; check data.root and the split name")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"split file {path} is not UTF-8 text; save it as UTF-8") from None
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
+    lines = [(number, line) for number, line in lines if line]
     if not lines:
         raise DataError(f"split file {path} lists no images")
     return lines
+
+
+def check_unique_ids(path: Path, numbered_ids: Iterable[tuple[int, str]]) -> None:
+    """Raise if a split list names a sample on more than one line (training would see it, and
+    evaluation would score it, more than once); the error names the first such id and its
+    lines."""
+    lines_of: dict[str, list[int]] = defaultdict(list)
+    for number, sample_id in numbered_ids:
+        lines_of[sample_id].append(number)
+    repeated = {sample_id: lines for sample_id, lines in lines_of.items() if len(lines) > 1}
+    if repeated:
+        sample_id, lines = next(iter(repeated.items()))
+        more = f" (and {len(repeated) - 1} more repeated ids)" if len(repeated) > 1 else ""
+        raise DataError(
+            f"split file {path} lists {sample_id} on lines {', '.join(map(str, lines))}{more}; "
+            "keep one line per sample"
+        )
+
+
+def read_split_file(path: Path) -> list[str]:
+    """The ids of a split list file: its non-empty lines, each id listed once."""
+    lines = read_split_lines(path)
+    check_unique_ids(path, lines)
+    return [sample_id for _, sample_id in lines]

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from parsenet.data.base import PairTransform, SegmentationDataset, read_split_file
+from parsenet.data.base import (
+    PairTransform,
+    SegmentationDataset,
+    check_unique_ids,
+    read_split_lines,
+)
 from parsenet.data.info import IGNORE_INDEX, DatasetInfo
 from parsenet.errors import DataError
 
@@ -47,6 +52,15 @@ def void_to_ignore_map(void: int = CAMVID_VOID) -> np.ndarray:
     return table
 
 
+def camvid_pair(root: Path, list_file: Path, line: str) -> tuple[Path, Path]:
+    """The (image, label) paths of one ``IMAGE_PATH LABEL_PATH`` line, under ``root``."""
+    fields = line.split()
+    if len(fields) != 2:
+        raise DataError(f"{list_file}: line {line!r} is not 'IMAGE_PATH LABEL_PATH'")
+    image, label = (root / Path(field).parent.name / Path(field).name for field in fields)
+    return image, label
+
+
 def camvid_dataset(
     root: str | Path,
     split: str,
@@ -56,7 +70,8 @@ def camvid_dataset(
     """Read ``root/<split>.txt`` whose lines are ``IMAGE_PATH LABEL_PATH``.
 
     The release writes absolute paths under its own prefix (``/SegNet/CamVid/``); only the last
-    two components (folder and file name) are kept and resolved under ``root``.
+    two components (folder and file name) are kept and resolved under ``root``; an image listed
+    on two lines is an error.
     """
     root = Path(root)
     if not root.is_dir():
@@ -64,13 +79,11 @@ def camvid_dataset(
             f"data.root={root} does not exist; set it to the CamVid folder of the SegNet release "
             "(the one holding train.txt, train/ and trainannot/)"
         )
-    pairs = []
     list_file = root / f"{split}.txt"
-    for line in read_split_file(list_file):
-        fields = line.split()
-        if len(fields) != 2:
-            raise DataError(f"{list_file}: line {line!r} is not 'IMAGE_PATH LABEL_PATH'")
-        pairs.append(tuple(root / Path(field).parent.name / Path(field).name for field in fields))
+    lines = read_split_lines(list_file)
+    pairs = [camvid_pair(root, list_file, line) for _, line in lines]
+    images = [image.relative_to(root).as_posix() for image, _ in pairs]
+    check_unique_ids(list_file, zip([number for number, _ in lines], images, strict=True))
     return SegmentationDataset(
         pairs, CAMVID_INFO, transform, label_map=void_to_ignore_map(), on_bad_sample=on_bad_sample
     )

@@ -6,8 +6,8 @@ already mapped to ``0 … K−1`` with 255 ignored) and the one users give their
 
     root/
       images/<id>.jpg      RGB images (the suffix is ``data.image_suffix``)
-      masks/<id>.png       class indices, palette (P) or greyscale (L) PNGs; 255 = ignore
-      train.txt, val.txt   one id per line
+      masks/<id>.png       class indices: palette (P), greyscale (L) or 16-bit PNGs; 255 = ignore
+      train.txt, val.txt   one id per line, each id once (UTF-8, a byte-order mark is fine)
       classes.yaml         data=folder only: class names (+ optional palette, ignore index)
 """
 

@@ -7,7 +7,6 @@ class frequencies and every bad file, so one run finds all problems instead of t
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,8 +56,6 @@ def verify_split(
         report.problems.append(str(error))
         return report
     report.count = len(dataset)
-    duplicates = [name for name, n in Counter(map(str, dataset.pairs)).items() if n > 1]
-    report.problems += [f"{split} lists {name} more than once" for name in duplicates]
     classes = info.num_classes
     report.pixels = np.zeros(classes + 1, dtype=np.int64)
     report.images = np.zeros(classes, dtype=np.int64)

@@ -129,7 +129,12 @@ def assemble(
     scheduler = instantiate(config["schedule"], "schedule")(optimizer, settings.max_iters)
     loss = instantiate(config["loss"], "loss", ignore_index=info.ignore_index)
     validation = Validation(
-        val_set, val_loader, settings.evaluation, context, settings.num_overlays
+        val_set,
+        val_loader,
+        settings.evaluation,
+        context,
+        settings.num_overlays,
+        split=config["data"]["val_split"],
     )
     return TrainingParts(
         config, model, memory_format, train_set, val_set, validation, optimizer, scheduler, loss

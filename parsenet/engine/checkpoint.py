@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import platform
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from parsenet.fileio import atomic_write
 
 CHECKPOINT_FORMAT = "parsenet-checkpoint"
 REQUIRED_KEYS = ("model", "config", "dataset", "iteration")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def package_versions() -> dict[str, str]:
@@ -32,23 +36,56 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
+def plain_text(text: str) -> str:
+    """``text`` without terminal colour codes, stripped."""
+    return ANSI_ESCAPE.sub("", text).strip()
+
+
+def refusal_reason(error: pickle.UnpicklingError) -> str:
+    """Why torch's safe loader refused a file, in a few plain words (without its advice)."""
+    text = plain_text(str(error))
+    if found := re.search(r"Unsupported global: GLOBAL (\S+)", text):
+        return f"it holds a pickled {found.group(1)}, not tensors and plain values"
+    detail = text.partition("WeightsUnpickler error:")[2] or text
+    words = (detail.strip().splitlines() or [""])[0]
+    return f"a pickle that is not a torch checkpoint: {words}".rstrip(": ")
+
+
+def content_reason(content: object) -> str:
+    """What a file that torch can read holds instead of a parsenet checkpoint."""
+    if not isinstance(content, dict):
+        return f"it holds a {type(content).__name__}, not a dict"
+    keys = ", ".join(sorted(map(str, content))[:5])
+    return f"a dict without format={CHECKPOINT_FORMAT!r}; its keys: {keys or 'none'}"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a parsenet checkpoint on the CPU, or raise :class:`CheckpointError` saying why not."""
+    """Read a parsenet checkpoint on the CPU, or raise :class:`CheckpointError` saying why not
+    in one plain line (a file torch's safe loader refuses: ``… is not a parsenet checkpoint
+    (reason)``)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} is not a file; pass the .pt file itself")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols of foreign files
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # a pickle of something else than tensors
+        raise CheckpointError(
+            f"checkpoint {path} is not a parsenet checkpoint ({refusal_reason(error)})"
+        ) from None
     except Exception as error:  # torch raises many types for damaged files
-        first_line = (str(error).strip().splitlines() or [""])[0]
+        first_line = (plain_text(str(error)).splitlines() or [""])[0]
         raise CheckpointError(
             f"checkpoint {path} cannot be read (truncated or not a parsenet checkpoint): "
             f"{type(error).__name__} {first_line}".rstrip()
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a parsenet checkpoint")
+        raise CheckpointError(
+            f"checkpoint {path} is not a parsenet checkpoint ({content_reason(checkpoint)})"
+        )
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")

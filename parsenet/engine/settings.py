@@ -66,6 +66,7 @@ class TrainSettings:
     def from_config(cls, cfg: dict[str, Any]) -> TrainSettings:
         """Check and type ``cfg['train']`` (plus ``seed`` and ``data.num_workers``); a value out
         of range is a :class:`ConfigError` naming its key, before anything is built."""
+        check_recipe(cfg)
         train = cfg["train"]
         known = {field.name for field in fields(cls)} | {"eval"}
         unknown = sorted(set(train) - known)
@@ -96,3 +97,42 @@ class TrainSettings:
             last = run_dir / "checkpoints" / "last.pt"
             return last if last.is_file() else None
         return Path(self.resume)
+
+
+def positive_number(key: str, value: Any) -> float:
+    """``value`` if it is a number > 0, else a :class:`ConfigError` naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}={value!r} must be a number > 0")
+    return float(value)
+
+
+def number_at_least(key: str, value: Any, minimum: float, strict: bool) -> float:
+    """``value`` if it is a number above ``minimum`` (or equal, unless ``strict``), else a
+    :class:`ConfigError` naming ``key``."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not number or value < minimum or (strict and value == minimum):
+        raise ConfigError(f"{key}={value!r} must be a number {'>' if strict else '≥'} {minimum}")
+    return float(value)
+
+
+def check_recipe(cfg: dict[str, Any]) -> None:
+    """Check the values a user types for the optimiser and the augmentation (``optim.lr``,
+    ``optim.weight_decay``, ``lr_mult.*``, ``data.augment.*``) before anything is built; a bad
+    one is a :class:`ConfigError` naming its key."""
+    optim = cfg["optim"]
+    number_at_least("optim.lr", optim.get("lr"), 0, strict=True)
+    number_at_least("optim.weight_decay", optim.get("weight_decay", 0.0), 0, strict=False)
+    for key, value in cfg["lr_mult"].items():
+        number_at_least(f"lr_mult.{key}", value, 0, strict=False)
+    augment = cfg["data"].get("augment") or {}
+    if augment.get("crop_size") is not None:
+        whole_number("data.augment.crop_size", augment["crop_size"], 1)
+    scales = augment.get("scale_range", [1.0, 1.0])
+    if not isinstance(scales, list) or len(scales) != 2:
+        raise ConfigError(
+            f"data.augment.scale_range={scales!r} must be two numbers, low first (e.g. [0.5,2.0])"
+        )
+    low, high = (number_at_least("data.augment.scale_range", s, 0, strict=True) for s in scales)
+    if low > high:
+        raise ConfigError(f"data.augment.scale_range={scales!r} must give the low end first")
+    flag("data.augment.flip", augment.get("flip", False))

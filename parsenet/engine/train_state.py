@@ -21,6 +21,35 @@ from parsenet.errors import CheckpointError
 from parsenet.fileio import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
+RESUME_SECTIONS = ("model", "optim", "lr_mult")  # what the weights and optimiser state must fit
+SHOWN_DIFFERENCES = 4
+
+
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], sections: tuple[str, ...]
+) -> list[str]:
+    """``key: saved → current`` for the settings under ``sections`` that differ (the first few,
+    then how many more)."""
+
+    def leaves(node: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(node, dict):
+            return {prefix: node}
+        found: dict[str, Any] = {}
+        for key, value in node.items():
+            found.update(leaves(value, f"{prefix}.{key}"))
+        return found
+
+    old, new = {}, {}
+    for section in sections:
+        old.update(leaves(saved.get(section, {}), section))
+        new.update(leaves(current.get(section, {}), section))
+    changed = [
+        f"{key}: {old.get(key, 'unset')} → {new.get(key, 'unset')}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    more = len(changed) - SHOWN_DIFFERENCES
+    return changed[:SHOWN_DIFFERENCES] + ([f"{more} more"] if more > 0 else [])
 
 
 @dataclass
@@ -64,9 +93,10 @@ class TrainingState:
             "dataset": dataset,
         }
 
-    def restore(self, path: Path, context: DistContext) -> None:
+    def restore(self, path: Path, context: DistContext, cfg: dict[str, Any]) -> None:
         """Continue from a checkpoint: weights, optimiser, schedule, scaler, counters, random
-        states (the data order follows from the iteration)."""
+        states (the data order follows from the iteration). ``cfg`` is this run's config: when
+        the checkpoint does not fit, the message names the settings that differ."""
         checkpoint = load_checkpoint(path)
         if "optimizer" not in checkpoint or "rng" not in checkpoint:
             raise CheckpointError(
@@ -77,9 +107,10 @@ class TrainingState:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (RuntimeError, ValueError, KeyError) as error:
-            first = str(error).strip().splitlines()[0]
+            changed = config_differences(checkpoint["config"], cfg, RESUME_SECTIONS)
+            reason = "; ".join(changed) or str(error).strip().splitlines()[0]
             raise CheckpointError(
-                f"checkpoint {path} does not fit this model or optimiser ({first}); resume with "
+                f"checkpoint {path} does not fit this model or optimiser ({reason}); resume with "
                 "the settings it was trained with"
             ) from None
         self.scheduler.load_state_dict(checkpoint["scheduler"])

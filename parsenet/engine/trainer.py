@@ -1,7 +1,5 @@
-"""The iteration-based training loop: steps, evaluation, checkpoints, resume, signals,
-non-finite steps, mixed precision and DDP. What it is built from lives beside it: settings
-(``settings.py``), parts (``assembly.py``), checkpoint state (``train_state.py``), the loss
-(``loss.py``) and logging (``training_log.py``)."""
+"""The iteration-based training loop (steps, evaluation, checkpoints, resume, signals, non-finite
+steps, AMP, DDP); its settings, parts, state, loss and logs live in the modules beside it."""
 
 from __future__ import annotations
 
@@ -29,6 +27,7 @@ from parsenet.engine.runtime import peak_memory_mb, resolve_device, seed_everyth
 from parsenet.engine.settings import TrainSettings
 from parsenet.engine.train_state import CheckpointFolder, TrainingState
 from parsenet.engine.training_log import TrainingLog, progress_line, step_scalars
+from parsenet.errors import ParsenetError
 from parsenet.report import metrics_record, write_json
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class Trainer:
         )
         resume = self.settings.resume_path(self.run_dir)
         if resume is not None:
-            self.state.restore(resume, self.context)
+            self.state.restore(resume, self.context, self.cfg)
         self.forward_model = forward_module(self.model, self.settings, self.context)
 
     @property
@@ -203,20 +202,20 @@ class Trainer:
             stop = cleanup.enter_context(StopRequest())
             cleanup.enter_context(logging_redirect_tqdm())
             cleanup.callback(self.log.close)
+            shown = None if self.context.is_main else True  # tqdm: None = on a terminal
             progress = cleanup.enter_context(
-                tqdm(
-                    total=self.settings.max_iters,
-                    initial=self.iteration,
-                    desc="train",
-                    disable=None if self.context.is_main else True,
-                )
+                tqdm(total=self.settings.max_iters, initial=self.iteration, disable=shown)
             )
             if self.iteration == 0:
                 self.log.config(self.cfg)
             if not self.loop(stop, progress):
                 return self.stopped(stop.signal_name or "a stop signal in another process")
             progress.close()
-            scores = self.validate()
+            try:
+                scores = self.validate()
+            except ParsenetError:  # keep the steps taken since the last checkpoint
+                self.save("last.pt")
+                raise
         return self.finish(scores)
 
     def loop(self, stop: StopRequest, progress: tqdm) -> bool:

@@ -4,6 +4,8 @@ insight scalars and panels, and the final overlays."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,15 +15,33 @@ from torch.utils.data import DataLoader
 
 from parsenet.data.bad_samples import BadSampleLog
 from parsenet.data.base import SegmentationDataset
-from parsenet.engine.distributed import DistContext, gather_objects
-from parsenet.engine.evaluator import evaluate
+from parsenet.engine.distributed import DistContext
+from parsenet.engine.evaluator import evaluate, gather_bad_samples
 from parsenet.engine.inference import InferenceMode
 from parsenet.engine.insight import evaluation_insight, validation_panels
 from parsenet.engine.training_log import TrainingLog
+from parsenet.errors import DataError
 from parsenet.visualize import save_png
 
 log = logging.getLogger(__name__)
 SUMMARY_SCORES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU")
+
+
+def require_scored_images(
+    split: str, total: int, skipped: int, bad_files: Sequence[str] = ()
+) -> None:
+    """Raise :class:`DataError` when none of a split's ``total`` images was scored (all
+    ``skipped`` as unreadable under ``data.on_bad_sample=skip``, or an empty split): that is
+    no score at all, never a score of 0."""
+    if total - skipped > 0:
+        return
+    if total == 0:
+        raise DataError(f"split {split} has no images to score; check data.root and the split")
+    first = f" (first: {bad_files[0]})" if bad_files else ""
+    raise DataError(
+        f"split {split}: all {total} images were skipped as unreadable "
+        f"(data.on_bad_sample=skip), nothing to score; see bad_samples{first} and fix the files"
+    )
 
 
 @dataclass
@@ -33,6 +53,7 @@ class Validation:
         mode: how scores are formed (``train.eval``).
         context: this process's place under torchrun.
         panels: how many image | label | prediction panels TensorBoard gets.
+        split: the split's name, for messages.
     """
 
     dataset: SegmentationDataset
@@ -40,14 +61,19 @@ class Validation:
     mode: InferenceMode
     context: DistContext
     panels: int
+    split: str
 
     def run(
         self, model: torch.nn.Module, iteration: int, log_to: TrainingLog, bad_samples: BadSampleLog
     ) -> dict[str, Any]:
         """Evaluate ``model`` (shared between processes), log the scores and, on rank 0, the
-        insight. The scores carry ``num_images``: the images scored (skipped ones left out)."""
+        insight. The scores carry ``num_images``: the images scored (skipped ones left out).
+
+        Raises:
+            DataError: no image of the split could be scored (all skipped as unreadable).
+        """
         info, device = self.dataset.info, self.context.device
-        skipped_before = bad_samples.total
+        before = Counter(bad_samples.counts)
         confusion = evaluate(
             model,
             self.loader,
@@ -58,9 +84,12 @@ class Validation:
             mode=self.mode,
             bad_samples=bad_samples,
         )
+        this_pass = BadSampleLog()
+        this_pass.merge(bad_samples.counts - before)
+        lost = gather_bad_samples(this_pass, self.context).summary()  # of every process
+        require_scored_images(self.split, len(self.dataset), lost["skipped"], lost["files"])
         scores = confusion.compute(info.class_names)
-        skipped = sum(gather_objects(bad_samples.total - skipped_before, self.context))
-        scores["num_images"] = len(self.dataset) - skipped
+        scores["num_images"] = len(self.dataset) - lost["skipped"]
         log_to.scalars(iteration, {f"val/{key}": scores[key] for key in SUMMARY_SCORES}, "val")
         log.info(
             "iter %d: val mIoU %.4f, pixel acc %.4f", iteration, scores["mIoU"], scores["pixel_acc"]

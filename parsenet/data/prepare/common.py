@@ -142,7 +142,11 @@ def read_ids(path: Path) -> list[str]:
     """The ids of a list file (first field of each non-empty line)."""
     if not path.is_file():
         raise DataError(f"list file {path} does not exist")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    return [
+        line.split()[0]
+        for line in path.read_text(encoding="utf-8-sig").splitlines()
+        if line.strip()
+    ]
 
 
 def check_count(what: str, found: int, expected: int, allow_partial: bool) -> None:

@@ -47,7 +47,7 @@ def normalise_name(name: str) -> str:
 def read_context_classes(path: Path) -> dict[str, int]:
     """``labels.txt`` (``<index>: <name>`` per line) as normalised name → raw index."""
     classes = {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
         match = LABELS_LINE.match(line)
         if match:
             classes[normalise_name(match.group(2))] = int(match.group(1))

@@ -39,7 +39,9 @@ SIFTFLOW_LOOKUP = label_lookup(
 def read_test_ids(path: Path) -> set[str]:
     """Image ids named in ``TestSet1.txt`` (paths with either slash, with or without suffix)."""
     return {
-        PureWindowsPath(line.strip()).stem for line in path.read_text().splitlines() if line.strip()
+        PureWindowsPath(line.strip()).stem
+        for line in path.read_text(encoding="utf-8-sig").splitlines()
+        if line.strip()
     }
 
 

@@ -1,0 +1,87 @@
+"""The run folder of one command: chosen before Hydra starts, checked, locked, and left as it
+was when the command fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from parsenet.errors import ConfigError
+from parsenet.run_lock import RunFolderLock
+
+HYDRA_FILES = ".hydra"
+
+
+def check_writable(folder: Path) -> None:
+    """Raise :class:`ConfigError` when ``folder`` cannot be a run folder: it is a file, or its
+    nearest existing ancestor is not a writable folder."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"run folder {folder} is a file; choose another folder (hydra.run.dir=PATH)"
+        )
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(
+            f"cannot create run folder {folder}: {ancestor} is a file; choose another folder "
+            "(hydra.run.dir=PATH)"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot create run folder {folder}: {ancestor} is not writable; choose another "
+            "folder (hydra.run.dir=PATH)"
+        )
+
+
+class RunFolder:
+    """A command's run folder from before Hydra writes into it until the command ends.
+
+    ``open()`` checks that it can be written, takes its lock (rank 0 only) and remembers whether
+    it existed and what its ``.hydra/`` held; ``failed()`` undoes what the failed command did:
+    a folder it created without a checkpoint in it is removed, an existing one gets its
+    ``.hydra/`` back.
+
+    Args:
+        path: the folder.
+        owner: False in processes other than rank 0 under torchrun (which neither lock nor
+            clean up).
+    """
+
+    def __init__(self, path: Path, owner: bool = True) -> None:
+        self.path = path
+        self.lock = RunFolderLock(path) if owner else None
+        self.existed = path.exists()
+        self.hydra_files: dict[Path, bytes] = {}
+
+    def open(self) -> RunFolder:
+        """Check, lock and remember the folder (see the class)."""
+        check_writable(self.path)
+        if self.lock is not None:
+            self.lock.acquire()
+        hydra = self.path / HYDRA_FILES
+        if hydra.is_dir():
+            self.hydra_files = {
+                file: file.read_bytes() for file in hydra.iterdir() if file.is_file()
+            }
+        return self
+
+    def failed(self) -> None:
+        """Leave the folder as the command found it (see the class)."""
+        if self.lock is None or not self.path.is_dir():
+            return
+        if not self.existed and not any(self.path.glob("checkpoints/*.pt")):
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        hydra = self.path / HYDRA_FILES
+        if self.existed:
+            shutil.rmtree(hydra, ignore_errors=True)
+            for file, content in self.hydra_files.items():
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_bytes(content)
+
+    def close(self) -> None:
+        """Release the lock."""
+        if self.lock is not None:
+            self.lock.release()
