@@ -23,7 +23,7 @@ from parsenet.engine.validation import require_scored_images
 from parsenet.errors import ConfigError
 from parsenet.fileio import atomic_write
 from parsenet.loading import load_for_inference
-from parsenet.metrics import ConfusionMatrix
+from parsenet.metrics import SplitScores
 from parsenet.report import metrics_record, write_json
 from parsenet.visualize import confusion_image, save_png
 
@@ -37,7 +37,10 @@ class EvaluationResult:
     Attributes:
         scores: ``mIoU``, ``pixel_acc``, ``mean_acc``, ``fwIoU`` (fractions in [0, 1]),
             ``per_class_iou`` and ``per_class_acc`` (class name → fraction, or None for a class
-            absent from labels and predictions).
+            absent from labels and predictions); from the same predictions, per image over
+            labelled pixels, ``out_of_context`` (the fraction of the split's labelled pixels
+            predicted as a class absent from their image's label) and ``class_set_accuracy``
+            (the fraction of images whose predicted class set equals their true one).
         confusion: K×K pixel counts, rows the label, columns the prediction.
         class_names: the K classes; dataset, split: what was scored.
         num_images: images scored (skipped unreadable ones left out).
@@ -45,6 +48,8 @@ class EvaluationResult:
         source: the checkpoint or the prediction folder.
         model: the model's config name (``parsenet``, ``fcn``, …), or ``predictions``.
         bad_samples: skipped pairs under ``data.on_bad_sample=skip`` (None otherwise).
+        layout: the memory layout the model ran in and how it was chosen
+            (``LayoutChoice.record``; None for saved predictions).
     """
 
     scores: dict[str, Any]
@@ -57,6 +62,7 @@ class EvaluationResult:
     source: str
     model: str
     bad_samples: dict[str, Any] | None = field(default=None)
+    layout: dict[str, Any] | None = field(default=None)
 
     @property
     def miou(self) -> float:
@@ -76,6 +82,8 @@ class EvaluationResult:
         )
         if self.bad_samples is not None:
             record["bad_samples"] = self.bad_samples
+        if self.layout is not None:
+            record["layout"] = self.layout
         return record
 
     def write(self, folder: str | Path) -> dict[str, Path]:
@@ -93,13 +101,14 @@ class EvaluationResult:
 
 
 def result_of(
-    confusion: ConfusionMatrix, data_cfg: Mapping[str, Any], split: str, **about: Any
+    counts: SplitScores, data_cfg: Mapping[str, Any], split: str, **about: Any
 ) -> EvaluationResult:
-    """An :class:`EvaluationResult` from a split's summed confusion matrix."""
+    """An :class:`EvaluationResult` from a split's summed counts (confusion matrix and context
+    statistics)."""
     info = dataset_info(data_cfg)
     return EvaluationResult(
-        scores=confusion.compute(info.class_names),
-        confusion=confusion.matrix.cpu().numpy(),
+        scores=counts.compute(info.class_names),
+        confusion=counts.matrix.cpu().numpy(),
         class_names=list(info.class_names),
         dataset=info.name,
         split=split,
@@ -116,6 +125,7 @@ def evaluate(
     model: Mapping[str, Any] | None = None,
     context: DistContext | None = None,
     progress: bool = False,
+    channels_last: bool | str = "auto",
 ) -> EvaluationResult:
     """Score a checkpoint on a split, at each label's own resolution.
 
@@ -130,6 +140,8 @@ def evaluate(
         model: model config keys laid over the checkpoint's (they must fit its weights).
         context: this process's place under torchrun: images are shared, each counted once.
         progress: show a progress bar.
+        channels_last: the memory layout, as :func:`~parsenet.loading.load_for_inference` takes it
+            (``auto``: the faster one here).
 
     Raises:
         DataError: no image of the split could be scored (all skipped as unreadable under
@@ -137,7 +149,7 @@ def evaluate(
     """
     context = context or DistContext()
     loaded = load_for_inference(
-        checkpoint, context.device if context.distributed else device, model, data
+        checkpoint, context.device if context.distributed else device, model, data, channels_last
     )
     data_cfg = loaded.data_config
     split = split or data_cfg["val_split"]
@@ -176,6 +188,7 @@ def evaluate(
         source=str(checkpoint),
         model=loaded.model_config["name"],
         bad_samples=skipped,
+        layout=loaded.layout.record(),
     )
 
 

@@ -3,6 +3,8 @@ the exported file against the eager model."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -88,13 +90,58 @@ def load_runner(fmt: str, path: str | Path) -> Runner:
                 return scripted(images).numpy()
 
         return run_torchscript
+    session = onnxruntime_session(path, "checking an ONNX export")
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images.numpy()})[0]
+
+
+def onnxruntime_session(path: str | Path, needed_for: str = "backend=onnxruntime") -> Any:
+    """An ONNX Runtime CPU session of an exported file, with as many intra-op threads as torch
+    uses (both backends get the same cores); without onnxruntime a :class:`ConfigError` saying
+    what ``needed_for`` it."""
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError(f"checking an ONNX export needs onnxruntime: {ONNX_PACKAGES}") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda images: session.run(None, {name: images.numpy()})[0]
+        raise ConfigError(f"{needed_for} needs onnxruntime: {ONNX_PACKAGES}") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An exported model run by ONNX Runtime on the CPU, behind the module interface the
+    inference modes call: N×3×H×W float32 images in, N×K×H×W logits out (a torch tensor)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.session = onnxruntime_session(path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.detach().cpu().float().contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: pixels})[0])
+
+    def extra_repr(self) -> str:
+        return f"{self.path}"
+
+
+def cached_onnx_export(model: nn.Module, checkpoint: Path, model_cfg: dict[str, Any]) -> Path:
+    """The ONNX export of a checkpoint's model, written once into ``onnx/`` of the cache folder
+    (beside ``layout.json``, see :func:`parsenet.engine.layout.cache_path`) and reused while the
+    checkpoint file, its model config and the torch version stay the same."""
+    from parsenet.engine.layout import cache_path
+
+    about = checkpoint.stat()
+    identity = [str(checkpoint.resolve()), about.st_size, about.st_mtime_ns, model_cfg]
+    identity.append(str(torch.__version__))
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_path().parent / "onnx" / f"{checkpoint.stem}-{digest}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_model(model, "onnx", path)
+    return path
 
 
 def parity(model: nn.Module, runner: Runner, sizes: Sequence[Sequence[int]]) -> list[dict]:

@@ -14,11 +14,18 @@ from parsenet.data import dataset_info
 from parsenet.data.normalization import InputNormalization, get_normalization
 from parsenet.engine.checkpoint import load_checkpoint, restore_model
 from parsenet.engine.inference import InferenceMode
+from parsenet.engine.layout import (
+    INFERENCE_SHAPE,
+    LayoutChoice,
+    choose_memory_format,
+    layout_setting,
+)
 from parsenet.engine.runtime import resolve_device
 from parsenet.errors import ConfigError
 from parsenet.models.pretrained import choose_input_norm
 
 WHOLE_IMAGE = InferenceMode("whole")
+BACKENDS = ("torch", "onnxruntime")
 
 
 def lay_over(
@@ -74,6 +81,7 @@ class InferenceModel:
         data_config: that dataset's config (likewise).
         config: the checkpoint's whole training config.
         checkpoint: the file it came from.
+        layout: the memory layout the model runs in and how it was chosen.
     """
 
     model: torch.nn.Module
@@ -86,11 +94,17 @@ class InferenceModel:
     data_config: dict[str, Any]
     config: dict[str, Any]
     checkpoint: Path
+    layout: LayoutChoice = LayoutChoice("contiguous", False, "setting")
 
     @property
     def num_classes(self) -> int:
         """How many classes the model predicts."""
         return len(self.class_names)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the model's weights, and of the images given to it."""
+        return self.layout.memory_format
 
 
 def load_for_inference(
@@ -98,6 +112,8 @@ def load_for_inference(
     device: str | torch.device = "auto",
     model: Mapping[str, Any] | None = None,
     data: Mapping[str, Any] | None = None,
+    channels_last: bool | str = "auto",
+    backend: str = "torch",
 ) -> InferenceModel:
     """Load a parsenet checkpoint for evaluation or prediction.
 
@@ -108,12 +124,23 @@ def load_for_inference(
             a whole model config with ``name`` set.
         data: data config keys that replace the checkpoint's (e.g. ``{"root": "/datasets"}``), or
             a whole data config with ``name`` set; its classes must be the model's.
+        channels_last: the memory layout: ``auto`` (the faster one on this machine for this model
+            at 500×375 in inference, measured once and cached, see :mod:`parsenet.engine.layout`),
+            True (NHWC) or False (NCHW).
+        backend: ``torch``, or ``onnxruntime``: the model exported to ONNX (once, cached beside
+            the layout cache) and run by ONNX Runtime on the CPU (``pip install onnxruntime
+            onnxscript``); the same labels, faster on some CPUs (docs/benchmarks.md).
 
     Raises:
         CheckpointError: the file is missing, damaged, not a parsenet checkpoint, or does not
             fit the model or data asked for.
-        ConfigError: a key that the checkpoint's config does not have, or a bad device.
+        ConfigError: a key that the checkpoint's config does not have, a bad device, a bad
+            ``channels_last`` or ``backend``, or ``onnxruntime`` on a GPU or not installed.
     """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime" and device == "auto":
+        device = "cpu"  # ONNX Runtime's CPU provider
     path = Path(checkpoint).expanduser()
     saved = load_checkpoint(path)
     trained = saved["config"]
@@ -121,7 +148,12 @@ def load_for_inference(
     model_cfg = model_config(trained["model"], model)
     data_cfg = data_config(trained["data"], data)
     info = dataset_info(data_cfg)
-    network = restore_model(saved, path, model_cfg, info.num_classes).to(target).eval()
+    network = restore_model(saved, path, model_cfg, info.num_classes).eval()
+    if backend == "onnxruntime":
+        network, layout = onnxruntime_model(network, target, path, model_cfg, channels_last)
+    else:
+        layout = choose_memory_format(network, target, INFERENCE_SHAPE, channels_last)
+        network = network.to(target, memory_format=layout.memory_format)
     input_norm = choose_input_norm(model_cfg.get("input_norm"), trained["model"]["input_norm"])
     return InferenceModel(
         model=network,
@@ -134,7 +166,26 @@ def load_for_inference(
         data_config=data_cfg,
         config=trained,
         checkpoint=path,
+        layout=layout,
     )
+
+
+def onnxruntime_model(
+    network: torch.nn.Module,
+    device: torch.device,
+    checkpoint: Path,
+    model_cfg: dict[str, Any],
+    channels_last: bool | str,
+) -> tuple[torch.nn.Module, LayoutChoice]:
+    """``network`` exported to ONNX (or its cached export) in an ONNX Runtime session; ONNX
+    Runtime lays out the tensors itself (recorded as ``decided_by: onnxruntime``)."""
+    from parsenet.export import OnnxRuntimeModel, cached_onnx_export
+
+    setting = layout_setting("channels_last", channels_last)
+    if device.type != "cpu":
+        raise ConfigError(f"backend=onnxruntime runs on the CPU, not {device}; add device=cpu")
+    model = OnnxRuntimeModel(cached_onnx_export(network, checkpoint, model_cfg))
+    return model, LayoutChoice("contiguous", setting, "onnxruntime")
 
 
 @torch.inference_mode()
@@ -148,6 +199,7 @@ def predict_batch(
     if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
         raise ValueError(f"images must be H×W×3 arrays of one size, got shapes {sorted(shapes)}")
     batch = torch.stack([loaded.normalization(image) for image in images]).to(loaded.device)
+    batch = batch.contiguous(memory_format=loaded.memory_format)
     labels = mode.scores(loaded.model, batch).argmax(dim=1).cpu().numpy()
     return labels.astype(np.uint8 if loaded.num_classes <= 256 else np.int32)
 

@@ -14,7 +14,11 @@ SUMMARY_KEYS = (
     ("pixel_acc", "pixel acc"),
     ("mean_acc", "mean acc"),
     ("fwIoU", "fwIoU"),
+    # Per image, from the same predictions: what global context is for (lower / higher is better).
+    ("out_of_context", "out of context"),
+    ("class_set_accuracy", "class-set acc"),
 )
+LABEL_WIDTH = max(len(label) for _, label in SUMMARY_KEYS)
 
 
 def _percent(value: float | None) -> str:
@@ -22,14 +26,15 @@ def _percent(value: float | None) -> str:
 
 
 def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence[str]) -> str:
-    """Per-class IoU (in %) of one or more results side by side, then the summary scores.
+    """Per-class IoU (in %) of one or more results side by side, then the summary scores (a
+    score a result lacks, as in an older ``metrics.json``, shows as n/a).
 
     Args:
-        columns: column title → scores as returned by ``scores_from_confusion``.
+        columns: column title → scores as returned by ``SplitScores.compute``.
         class_names: row order.
     """
     titles = list(columns)
-    name_width = max(len(name) for name in [*class_names, "class", "pixel acc"])
+    name_width = max(LABEL_WIDTH, *(len(name) for name in [*class_names, "class"]))
     widths = [max(6, len(title)) for title in titles]
 
     def row(label: str, cells: Sequence[str]) -> str:
@@ -46,20 +51,20 @@ def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence
     ]
     lines.append(rule)
     lines += [
-        row(label, [_percent(columns[t][key]) for t in titles]) for key, label in SUMMARY_KEYS
+        row(label, [_percent(columns[t].get(key)) for t in titles]) for key, label in SUMMARY_KEYS
     ]
     return "\n".join(lines)
 
 
 def class_table(scores: Mapping[str, Any], class_names: Sequence[str]) -> str:
     """IoU and accuracy (in %) of every class, then the summary scores, for one result."""
-    width = max(len(name) for name in [*class_names, "class", "pixel acc"])
+    width = max(LABEL_WIDTH, *(len(name) for name in [*class_names, "class"]))
     lines = [f"{'class'.ljust(width)}     IoU     acc", "-" * (width + 16)]
     for name in class_names:
         iou, accuracy = scores["per_class_iou"].get(name), scores["per_class_acc"].get(name)
         lines.append(f"{name.ljust(width)}  {_percent(iou)}  {_percent(accuracy)}")
     lines.append("-" * (width + 16))
-    lines += [f"{label.ljust(width)}  {_percent(scores[key])}" for key, label in SUMMARY_KEYS]
+    lines += [f"{label.ljust(width)}  {_percent(scores.get(key))}" for key, label in SUMMARY_KEYS]
     return "\n".join(lines)
 
 
@@ -85,7 +90,8 @@ def metrics_record(
     a folder of saved predictions); ``inference`` holds its settings.
 
     ``per_class_iou`` maps class name → IoU, or ``null`` for a class absent from both labels
-    and predictions (left out of the means).
+    and predictions (left out of the means). ``out_of_context`` and ``class_set_accuracy`` are
+    the per-image context statistics of :class:`parsenet.metrics.ContextStatistics`.
     """
     return {
         **scores,

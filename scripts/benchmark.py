@@ -1,8 +1,14 @@
 """Measure training and inference against the machine's own limit and a plain reference loop.
 
     python scripts/benchmark.py                                   # everything, CPU, float32
-    python scripts/benchmark.py --device cuda --compile           # GPU: bf16 autocast, NHWC
+    python scripts/benchmark.py --device cuda --compile           # GPU: bf16 autocast
     python scripts/benchmark.py --parts peak,step --sizes 320 --batch 4
+    python scripts/benchmark.py --parts peak,step,inference --compare-layouts   # NCHW vs NHWC
+
+Every part measures what users get by default: the memory layout ``channels_last=auto`` chooses
+(the same probe and cache, :mod:`parsenet.engine.layout`) unless ``--channels-last`` or
+``--no-channels-last`` forces one; ``--compare-layouts`` adds the model step and inference in
+each forced layout, taking turns with the default.
 
 Parts (``--parts``, all by default):
 
@@ -20,14 +26,16 @@ Parts (``--parts``, all by default):
   cross-entropy) on the same data and model.
 - ``data``: one loader worker's images/s for the VOC train pipeline (scale, pad, crop, flip to
   each of ``--crops``) and the eval pipeline, decoding with Pillow and with OpenCV.
-- ``inference``: whole-image evaluation at 500×375 in a fresh process: images/s, peak memory.
+- ``inference``: whole-image inference at 500×375 (inference mode, batch 1) in a fresh process:
+  images/s, peak memory; through ONNX Runtime too where ``--backends`` has it (CPU).
 - ``predict``: ``parsenet-predict`` on ``--predict-images`` VOC images: wall time, per-image
-  latency (the spacing of its output files) and start-up.
+  latency (the spacing of its output files) and start-up, per backend of ``--backends``.
 - ``scaling``: step time vs input size and vs batch size.
 
 The training parts (``step``, ``e2e``, ``reference``) run interleaved, one step of each in turn,
 so a load change on a shared machine hits them alike; their ratios are taken repetition by
-repetition. ``--profile`` adds one profiled step of each (``OUT/profiles/``). Every figure is
+repetition. ``--profile`` adds one profiled step of each (``OUT/profiles/``: the operators,
+and on a CPU each layer's forward and backward time against the GEMM peak). Every figure is
 the median of ``--repetitions`` timed repetitions after ``--warmup`` untimed ones, and the raw
 repetitions are kept. ``OUT/benchmark.json`` holds everything (with versions, machine, threads,
 load and command line); ``OUT/benchmark.md`` the tables.
@@ -36,6 +44,7 @@ load and command line); ``OUT/benchmark.md`` the tables.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -55,6 +64,12 @@ PARTS = ("peak", "step", "e2e", "reference", "data", "inference", "predict", "sc
 TRAINING_PARTS = ("step", "e2e", "reference")
 # as configs/data/voc.yaml: $PARSENET_VOC, else the data root
 DEFAULT_VOC = os.environ.get("PARSENET_VOC", os.environ.get("PARSENET_DATA_ROOT", "data"))
+
+
+def default_backends() -> list[str]:
+    """torch, and onnxruntime where it (and the ONNX exporter's onnxscript) is installed."""
+    installed = all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnxscript"))
+    return ["torch", "onnxruntime"] if installed else ["torch"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,8 +97,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="NHWC layout (default: on GPU only)",
+        default="auto",
+        help="force NHWC (or NCHW with --no-channels-last); default: auto, as users get it",
+    )
+    parser.add_argument(
+        "--compare-layouts",
+        action="store_true",
+        help="also time the model step and inference in each forced layout, taking turns",
+    )
+    parser.add_argument(
+        "--backends",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=default_backends(),
+        help="inference/predict backends, of torch,onnxruntime (default: those installed)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the models")
     parser.add_argument(
@@ -117,8 +143,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     on_gpu = args.device.startswith("cuda")
     if args.amp == "auto":
         args.amp = "bf16" if on_gpu else "off"
-    if args.channels_last is None:
-        args.channels_last = on_gpu
     args.peak_size = args.peak_size or (8192 if on_gpu else 4096)
     args.out = args.out or REPO / "runs" / "benchmark" / datetime.now().strftime(
         "%Y-%m-%d_%H-%M-%S"
@@ -128,6 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
     if args.peak_size % 64:
         parser.error("--peak-size must be a multiple of 64")
+    if set(args.backends) - {"torch", "onnxruntime"} or "torch" not in args.backends:
+        parser.error("--backends must name torch, and may add onnxruntime")
     if args.predict_images < 2:
         parser.error("--predict-images must be at least 2 (latency is the spacing of outputs)")
     return args

@@ -60,6 +60,7 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
         "--scaling-sizes=32,48",
         "--scaling-batches=1,2",
         "--profile",
+        "--compare-layouts",
         f"--out={out}",
     ]
     for override in (
@@ -83,7 +84,19 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
     assert set(results) == {"peak", "training", "data", "inference", "predict", "scaling"}
     assert {"float32 torch.mm", "float32 conv1x1", "float32 peak"} <= results["peak"].keys()
     training = results["training"]
-    assert {"step 32", "e2e", "reference", "e2e ÷ step", "e2e ÷ reference"} == training.keys()
+    compared = {"step 32 NCHW", "step 32 NHWC", "step 32: NHWC ÷ NCHW", "step 32: default ÷ best"}
+    loops = {"step 32", "e2e", "reference", "e2e ÷ step", "e2e ÷ reference"}
+    assert loops | compared == training.keys()
+    # the default layout is the one auto chooses, the same for the trainer and the reference
+    assert training["step 32"]["layout"].split()[0] in ("contiguous", "channels_last")
+    assert training["e2e"]["layout"] == training["reference"]["layout"]
+    assert training["step 32 NHWC"]["layout"] == "channels_last (setting)"
+    assert training["step 32 NCHW"]["layout"] == "contiguous (setting)"
+    onnxruntime = "onnxruntime" in report["environment"]["settings"]["backends"]
+    whole = {"whole 500×375", "whole 500×375 NCHW", "whole 500×375 NHWC"}
+    whole |= {"whole 500×375 onnxruntime"} if onnxruntime else set()
+    assert set(results["inference"]) == whole | {"peak memory"}
+    assert ("onnxruntime: per image" in results["predict"]) is onnxruntime
     tiny = build_model({"backbone": {"width_mult": 0.0625}}, num_classes=5)  # synthetic: 5
     step_flops = 3 * forward_flops(tiny, torch.zeros(2, 3, 32, 32))
     assert training["step 32"]["gflop_per_step"] == pytest.approx(step_flops / 1e9)
@@ -95,7 +108,8 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
     assert results["data"]["decoder agreement"]["max_abs_difference"] == 0
     assert set(results["scaling"]) == {"size 32 batch 1", "size 48 batch 1", "size 32 batch 2"}
     timed = [item for part in results.values() for item in part.values() if "raw" in item]
-    assert len(timed) == 19  # every figure but the decoder agreement and the peak memory
+    # every figure but the decoder agreement and the peak memory
+    assert len(timed) == 19 + len(compared) + 2 + (4 if onnxruntime else 0)
     for item in timed:
         assert len(item["raw"]) == 1
         assert all(math.isfinite(value) and value > 0 for value in [item["median"], *item["raw"]])
@@ -103,5 +117,8 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
     assert training["e2e"]["data_wait_s"] >= 0
     for step in ("step_32", "e2e", "reference"):
         assert "Self CPU" in (out / "profiles" / f"{step}.txt").read_text()
+        layers = (out / "profiles" / f"{step}_layers.md").read_text()
+        assert "| backbone.layers.fc6 |" in layers and "| (loss) |" in layers
+        assert "| upsample.deconv |" in layers
     table = (out / "benchmark.md").read_text()
     assert "| e2e ÷ reference |" in table and "### scaling" in table

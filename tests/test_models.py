@@ -209,6 +209,62 @@ def test_deconv_starts_as_bilinear_interpolation():
     torch.testing.assert_close(out[0, 0, 20, 8:40], expected[8:40])
 
 
+def transposed_convolution(up: DeconvUpsample, scores: torch.Tensor, size) -> torch.Tensor:
+    """What DeconvUpsample computed before the phase formulation: ConvTranspose2d, then crop."""
+    deconv = up.deconv
+    full = F.conv_transpose2d(
+        scores, deconv.weight, deconv.bias, deconv.stride, deconv.padding, groups=deconv.groups
+    )
+    return full[..., : size[0], : size[1]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("stride", [4, 8, 16, 32])
+def test_phase_deconvolution_equals_the_transposed_convolution(stride, layout, dtype):
+    """Outputs and all three gradients (scores, kernel, bias) as ConvTranspose2d gives them:
+    to 1e-12 in float64 (the same sums), to float32 rounding in float32 (the kernel and bias
+    gradients sum thousands of pixels, in another order); learned (random) kernels, crops to
+    any size, both layouts."""
+    torch.manual_seed(stride)
+    up = DeconvUpsample(3, stride).to(dtype=dtype, memory_format=layout)
+    with torch.no_grad():
+        up.deconv.weight.normal_()
+        up.deconv.bias.normal_()
+    exact = dtype == torch.float64
+    tolerance = {"rtol": 1e-12, "atol": 1e-12} if exact else {}
+    summed = tolerance if exact else {"rtol": 1e-4, "atol": 1e-4}
+    for height, width, size in [
+        (5, 7, (5 * stride, 7 * stride)),
+        (6, 4, (6 * stride - 3, 3 * stride + 1)),
+    ]:
+        scores = torch.randn(2, 3, height, width, dtype=dtype).contiguous(memory_format=layout)
+        scores.requires_grad_()
+        got, expected = up(scores, size), transposed_convolution(up, scores, size)
+        assert got.shape == (2, 3, *size)
+        torch.testing.assert_close(got, expected, **tolerance)
+        gradient = torch.randn_like(expected)
+        inputs = (scores, up.deconv.weight, up.deconv.bias)
+        for mine, theirs in zip(
+            torch.autograd.grad(got, inputs, gradient),
+            torch.autograd.grad(expected, inputs, gradient),
+            strict=True,
+        ):
+            torch.testing.assert_close(mine, theirs, **summed)
+    with pytest.raises(ValueError, match=r"upsampled scores \(8, 8\) smaller than \(9, 8\)"):
+        DeconvUpsample(3, 8)(torch.zeros(1, 3, 1, 1), (9, 8))
+
+
+def test_phase_deconvolution_keeps_the_parameters_and_counts_as_a_deconvolution():
+    up = DeconvUpsample(21, 8)
+    state = up.state_dict()
+    assert {key: tuple(value.shape) for key, value in state.items()} == {
+        "deconv.weight": (21, 1, 16, 16),
+        "deconv.bias": (21,),
+    }
+    assert isinstance(up.deconv, torch.nn.ConvTranspose2d)  # FLOP counts, Caffe conversion
+
+
 def test_score_layers_use_caffes_xavier_fill():
     model = build_model({}, 21)
     weight = model.head.scores["fc7"].weight

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import TINY_SYNTHETIC, run_cli
+from conftest import TINY_MODEL, TINY_SYNTHETIC, run_cli
 
+import parsenet
 from parsenet.errors import ConfigError
 from parsenet.models import build_model
 from parsenet.models.pretrained import (
@@ -18,6 +19,7 @@ from parsenet.models.pretrained import (
     VGG16_CONV_INDICES,
     choose_input_norm,
     initialise_backbone,
+    resolve_pretrained,
 )
 
 FCN32 = {"backbone": {"arch": "vgg16_fcn32"}, "head": {"taps": ["fc7"], "normalize": False}}
@@ -115,18 +117,26 @@ def test_imagenet_comes_from_the_hub_cache(torchvision_vgg16, tmp_path, monkeypa
     assert torch.equal(trunk.convolutions()["conv1_1"].weight, state["features.0.weight"])
 
 
-def test_imagenet_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pretrained", ["imagenet", "auto"])
+def test_imagenet_offline_says_where_to_put_the_file_or_to_pass_none(
+    pretrained, tmp_path, monkeypatch
+):
+    from parsenet.engine.assembly import initialised_model
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    model_cfg = {"backbone": {"pretrained": pretrained}}
     with pytest.raises(ConfigError) as caught:
-        initialise_backbone(build_model({}, 21).backbone, "imagenet")
+        initialised_model(model_cfg, 21, "voc_aug")  # auto: imagenet for real data, full width
     message = str(caught.value)
+    said = {"imagenet": "", "auto": " (imagenet for data voc_aug at full width)"}[pretrained]
+    assert message.startswith(f"model.backbone.pretrained={pretrained}{said}: cannot download")
     assert IMAGENET_URL in message and str(tmp_path / "hub" / "checkpoints") in message
-    assert "\n" not in message
+    assert "model.backbone.pretrained=none" in message and "\n" not in message
 
 
 def test_bad_sources_are_one_line_errors(tmp_path, torchvision_vgg16):
@@ -180,3 +190,91 @@ def test_training_records_the_weights_convention_and_eval_uses_it(tmp_path, redu
         *data,
     )
     assert clash.returncode == 2 and "model.input_norm=torchvision does not match" in clash.stderr
+
+
+def test_auto_is_imagenet_for_real_data_at_full_width_only():
+    imagenet, why = resolve_pretrained("auto", "voc_aug", 1.0)
+    assert imagenet == "imagenet" and "data voc_aug" in why and "pretrained=none" in why
+    none, why = resolve_pretrained("auto", "synthetic", 1.0)
+    assert none == "none" and "synthetic" in why
+    none, why = resolve_pretrained("auto", "camvid", 0.25)
+    assert none == "none" and "width_mult=0.25" in why
+    for explicit in ("none", "imagenet", "/weights/vgg16.pth", None):
+        assert resolve_pretrained(explicit, "voc_aug", 1.0) == (explicit, "")
+    with pytest.raises(ConfigError, match="resolved from the data and width"):
+        initialise_backbone(build_model({}, 21).backbone, "auto")
+
+
+def compose(*overrides: str) -> dict:
+    return parsenet.compose("train", list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data=voc_aug"], "imagenet"),  # the obvious command: the paper's start
+        (["data=voc_aug", "model=fcn"], "imagenet"),
+        (["data=camvid", "model=fcn32s"], "imagenet"),
+        ([], "none"),  # the synthetic data
+        (["experiment=demo", "model=parsenet"], "none"),  # synthetic, quarter width
+        (["data=voc_aug", "recipe=cpu_miniature"], "none"),
+        (["data=voc_aug", "model.backbone.width_mult=0.5"], "none"),
+        (["data=voc_aug", *TINY_MODEL], "none"),  # what the tests train
+    ],
+)
+def test_what_the_default_starts_from(overrides, expected):
+    cfg = compose(*overrides)
+    requested = cfg["model"]["backbone"]["pretrained"]
+    assert requested in ("auto", "none")
+    trunk = cfg["model"]["backbone"]
+    assert resolve_pretrained(requested, cfg["data"]["name"], trunk["width_mult"])[0] == expected
+    if expected == "imagenet":  # with the paper's SGD and a learning rate for the mean loss
+        assert cfg["optim"]["_target_"] == "torch.optim.SGD" and cfg["optim"]["lr"] == 1e-3
+        assert cfg["loss"]["reduction"] == "mean" and cfg["train"]["batch_size"] == 8
+
+
+def test_default_training_on_real_data_starts_from_the_cached_imagenet_weights(
+    torchvision_vgg16, voc_root, tmp_path, monkeypatch
+):
+    """``parsenet-train data=voc data.root=…`` with nothing about weights: the trunk comes from
+    the hub cache (a stand-in VGG16 file there), the log says why, the checkpoint says imagenet."""
+    from parsenet.engine.assembly import initialised_model
+
+    path, state = torchvision_vgg16
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(IMAGENET_URL).name
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to(path)
+    data = ["data=voc", f"data.root={voc_root}", "data.num_workers=0"]
+    model, resolved = initialised_model(compose(*data)["model"], 21, "voc")
+    assert resolved["backbone"]["pretrained"] == "imagenet"
+    assert resolved["input_norm"] == "torchvision"
+    convolutions = model.backbone.convolutions()
+    assert torch.equal(convolutions["conv1_1"].weight, state["features.0.weight"])
+    assert torch.equal(
+        convolutions["fc7"].weight[:, :, 0, 0], state["classifier.3.weight"][::4, ::4]
+    )
+
+    run = tmp_path / "run"
+    result = run_cli(
+        "parsenet-train",
+        *data,
+        "data.augment.crop_size=32",
+        "train.max_iters=1",
+        "train.batch_size=1",
+        "train.num_overlays=0",
+        "train.keep_snapshots=0",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "pretrained=auto: torchvision's VGG16 ImageNet weights (imagenet) for data voc" in (
+        result.stdout + result.stderr
+    )
+    checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert checkpoint["config"]["model"]["backbone"]["pretrained"] == "imagenet"
+    assert checkpoint["config"]["model"]["input_norm"] == "torchvision"
+    trained, start = (
+        checkpoint["model"]["backbone.layers.conv1_1.weight"],
+        state["features.0.weight"],
+    )
+    assert (trained - start).norm() < 0.05 * start.norm()  # one small SGD step from ImageNet's

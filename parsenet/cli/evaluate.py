@@ -34,6 +34,7 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             model=cfg["model"],
             context=context,
             progress=True,
+            channels_last=cfg["channels_last"],
         )
     else:
         result = score_predictions(

@@ -25,7 +25,12 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Predict every input image and write its label PNG, overlay and side-by-side picture."""
     check_settings(cfg["batch_size"], cfg["alpha"])  # before the model is loaded
     mode = InferenceMode.from_config(cfg)
-    loaded = load_for_inference(cfg["checkpoint"], cfg["device"])
+    loaded = load_for_inference(
+        cfg["checkpoint"],
+        cfg["device"],
+        channels_last=cfg["channels_last"],
+        backend=cfg["backend"],
+    )
     total = len(find_inputs(cfg["inputs"]))
     with tqdm(total=total, desc="predict", disable=None) as bar:
         report = predict_files(

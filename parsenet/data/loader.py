@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 
@@ -10,7 +11,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from parsenet.errors import DataError
+from parsenet.errors import ConfigError, DataError
+
+AUTO_WORKERS_MAX = 12  # ≈ 300 images/s each at 320 (docs/benchmarks.md): thousands in all
+
+
+def loader_workers(value: int | str, key: str = "data.num_workers") -> int:
+    """The number of loader processes ``data.num_workers`` asks for: a whole number as it is, or
+    ``auto``: the CPUs this process may use, shared among the processes of its node (torchrun's
+    ``LOCAL_WORLD_SIZE``), less two for the training process and its pin-memory thread, between
+    1 and 12 (16 CPUs and one GPU: 12; 2 CPUs: 1). Anything else is a :class:`ConfigError`
+    naming ``key``. The one place where ``auto`` is resolved."""
+    if value == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        per_process = (cpus or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return max(1, min(AUTO_WORKERS_MAX, per_process - 2))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}={value!r} must be a whole number ≥ 0, or auto")
+    return value
 
 
 def worker_init(worker_id: int) -> None:
@@ -50,14 +68,16 @@ def collate_samples(samples: list[dict]) -> dict:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool = False
+    dataset: Dataset, batch_size: int, num_workers: int | str, pin_memory: bool = False
 ) -> DataLoader:
-    """An evaluation DataLoader: every sample once, in order, with persistent workers.
+    """An evaluation DataLoader: every sample once, in order, with persistent workers
+    (``num_workers``: a count or ``auto``, see :func:`loader_workers`).
 
     The loader has its own generator (which also seeds the workers), so creating or iterating it
     never advances the global torch RNG: evaluating during training leaves training unchanged.
     (Training uses :class:`parsenet.data.sampling.ResumableSampler`.)
     """
+    num_workers = loader_workers(num_workers)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -4,6 +4,7 @@ schedule and loss — without changing the caller's config."""
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +22,20 @@ from parsenet.data.sampling import ResumableSampler, SeededSamples
 from parsenet.data.transforms import eval_transform, train_transform
 from parsenet.engine.distributed import DistContext, main_process_first
 from parsenet.engine.evaluator import shard
+from parsenet.engine.layout import choose_memory_format
 from parsenet.engine.optim import build_optimizer, parameter_groups
 from parsenet.engine.settings import TrainSettings
 from parsenet.engine.validation import Validation
 from parsenet.errors import DataError
 from parsenet.models import build_model
 from parsenet.models.parsenet import SegmentationNet
-from parsenet.models.pretrained import choose_input_norm, initialise_backbone
+from parsenet.models.pretrained import (
+    choose_input_norm,
+    initialise_backbone,
+    resolve_pretrained,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,9 +43,11 @@ class TrainingParts:
     """The objects one training run is made of.
 
     Attributes:
-        config: the run's config with the resolved ``model.input_norm`` (what checkpoints keep).
+        config: the run's config with the resolved ``model.input_norm`` (what checkpoints keep)
+            and ``layout``, the memory layout chosen and how (``LayoutChoice.record``).
         model: the plain module on the device (its weights are what is saved).
-        memory_format: the layout of the weights and inputs (``train.channels_last``).
+        memory_format: the layout of the weights and inputs (``train.channels_last``: forced,
+            or ``auto``, the faster one here, see :mod:`parsenet.engine.layout`).
         train_set, val_set: the augmented training split and the validation split as it is.
         validation: scores the validation split while training (``train.eval``).
         optimizer, scheduler, loss: from ``optim`` + ``lr_mult``, ``schedule`` and ``loss``.
@@ -55,16 +65,24 @@ class TrainingParts:
 
 
 def initialised_model(
-    model_cfg: dict[str, Any], num_classes: int
+    model_cfg: dict[str, Any], num_classes: int, data_name: str | None = None
 ) -> tuple[SegmentationNet, dict[str, Any]]:
     """The model with its trunk initialised from ``backbone.pretrained``, and a copy of
-    ``model_cfg`` whose ``input_norm`` is the convention those weights want."""
+    ``model_cfg`` whose ``input_norm`` is the convention those weights want and whose
+    ``backbone.pretrained`` is what ``auto`` stood for (``imagenet`` for real data, named by
+    ``data_name``, at full width; ``none`` for the synthetic data or another width; logged)."""
     model = build_model(model_cfg, num_classes)
-    weights_convention = initialise_backbone(
-        model.backbone, model_cfg["backbone"].get("pretrained")
-    )
+    requested = model_cfg["backbone"].get("pretrained")
+    source, why = resolve_pretrained(requested, data_name, model.backbone.width_mult)
+    if why:
+        log.info(why)
+    setting = f"model.backbone.pretrained={requested}" + (
+        f" (imagenet for data {data_name} at full width)" if requested == "auto" else ""
+    )  # how errors name the choice
+    weights_convention = initialise_backbone(model.backbone, source, setting)
     resolved = {
         **model_cfg,
+        "backbone": {**model_cfg["backbone"], "pretrained": source},
         "input_norm": choose_input_norm(model_cfg.get("input_norm"), weights_convention),
     }
     return model, resolved
@@ -91,6 +109,22 @@ def training_datasets(
     return train_set, build_dataset(data_cfg, data_cfg["val_split"], eval_transform(normalization))
 
 
+def training_shape(
+    data_cfg: dict[str, Any], batch_size: int, train_set: SegmentationDataset
+) -> tuple[int, int, int, int]:
+    """The shape of a training batch, for choosing the layout: ``batch_size``×3×crop×crop, or
+    without a crop (whole images) the size of the first training image (512×512 when it cannot
+    be read; the error, if any, comes where training reads it)."""
+    crop = data_cfg["augment"].get("crop_size")
+    if crop:
+        return (batch_size, 3, crop, crop)
+    try:
+        height, width = train_set.load_pair(0)[0].shape[:2]
+    except (DataError, IndexError):
+        height = width = 512
+    return (batch_size, 3, height, width)
+
+
 def assemble(
     cfg: dict[str, Any], settings: TrainSettings, info: DatasetInfo, context: DistContext
 ) -> TrainingParts:
@@ -98,7 +132,9 @@ def assemble(
     generates data at a time; the others read it afterwards)."""
     config = copy.deepcopy(cfg)
     with main_process_first(context):
-        model, config["model"] = initialised_model(config["model"], info.num_classes)
+        model, config["model"] = initialised_model(
+            config["model"], info.num_classes, config["data"].get("name")
+        )
         normalization = get_normalization(config["model"]["input_norm"])
         train_set, val_set = training_datasets(
             config["data"],
@@ -106,7 +142,17 @@ def assemble(
             settings.batch_size * context.world_size,
             context.world_size,
         )
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    layout = choose_memory_format(
+        model,
+        context.device,
+        training_shape(config["data"], settings.batch_size, train_set),
+        settings.channels_last,
+        training=True,
+        amp=settings.amp,
+        context=context,
+    )
+    config["layout"] = layout.record()
+    memory_format = layout.memory_format
     model.to(context.device, memory_format=memory_format)
     val_loader = make_loader(
         shard(val_set, context),

@@ -1,4 +1,5 @@
-"""Whole-image inference over a split into one confusion matrix (shared between processes)."""
+"""Whole-image inference over a split into one confusion matrix and the per-image context
+statistics of the same predictions (both shared between processes)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from parsenet.engine.distributed import (
     shard_indices,
 )
 from parsenet.engine.inference import InferenceMode
-from parsenet.metrics import ConfusionMatrix
+from parsenet.metrics import SplitScores
 
 WHOLE = InferenceMode("whole")
 
@@ -28,11 +29,14 @@ def shard(dataset: Dataset, context: DistContext) -> Dataset:
     return Subset(dataset, shard_indices(len(dataset), context))
 
 
-def sum_over_processes(confusion: ConfusionMatrix, context: DistContext | None) -> ConfusionMatrix:
-    """Sum each process's matrix of its shard into the whole split's matrix, in every process."""
+def sum_over_processes(scores: SplitScores, context: DistContext | None) -> SplitScores:
+    """Sum each process's counts of its shard (confusion matrix, context statistics) into the
+    whole split's, in every process."""
     if context is not None and context.distributed:
+        confusion, statistics = scores.confusion, scores.context
         confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)
-    return confusion
+        statistics.counts = all_reduce_sum(statistics.counts.to(context.device), context)
+    return scores
 
 
 def gather_bad_samples(bad_samples: BadSampleLog, context: DistContext | None) -> BadSampleLog:
@@ -56,20 +60,22 @@ def evaluate(
     context: DistContext | None = None,
     mode: InferenceMode | None = None,
     bad_samples: BadSampleLog | None = None,
-) -> ConfusionMatrix:
-    """Run the model on every image at its own size and count predictions against labels.
+) -> SplitScores:
+    """Run the model on every image at its own size and count predictions against labels:
+    the confusion matrix and, per image, the context statistics (see
+    :class:`~parsenet.metrics.ContextStatistics`).
 
     ``mode`` chooses whole-image (default), sliding-window or multi-scale + flip inference; the
     prediction always has the label's size.
 
-    The argmax is taken on ``device`` and only the confusion matrix is kept, so memory does not
-    grow with the split. Under torchrun each process evaluates its :func:`shard` and the matrices
-    are summed, so every process returns the matrix of the whole split. The model is left in eval
+    The argmax is taken on ``device`` and only the counts are kept, so memory does not grow with
+    the split. Under torchrun each process evaluates its :func:`shard` and the counts are summed,
+    so every process returns those of the whole split. The model is left in eval
     mode. Samples the dataset skipped (``data.on_bad_sample=skip``) are left out and recorded in
     ``bad_samples``.
     """
     model.eval()
-    confusion = ConfusionMatrix(num_classes, ignore_index)
+    scores = SplitScores(num_classes, ignore_index)
     bad_samples = bad_samples if bad_samples is not None else BadSampleLog()  # logs them at least
     for batch in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
         bad_samples.record(batch.get("skipped", []))
@@ -78,5 +84,5 @@ def evaluate(
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
         prediction = (mode or WHOLE).scores(model, images).argmax(dim=1)
-        confusion.update(prediction, labels)
-    return sum_over_processes(confusion, context)
+        scores.update(prediction, labels)
+    return sum_over_processes(scores, context)

@@ -1,9 +1,12 @@
-"""Process-wide settings: seeds and the compute device."""
+"""Process-wide settings: seeds, deterministic kernels and the compute device."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import resource
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -16,6 +19,50 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs for reproducible results (CUDA ≥ 10.2)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(warn_only: bool = False) -> Iterator[None]:
+    """Inside the block torch picks deterministic kernels (``torch.use_deterministic_algorithms``,
+    cuDNN deterministic, no cuDNN autotuning) and cuBLAS gets the workspace setting it needs
+    (``CUBLAS_WORKSPACE_CONFIG``, unless already set; cuBLAS reads it when PyTorch first uses it,
+    so enter the block before any CUDA work for it to count). An operator with no deterministic
+    kernel raises, or with ``warn_only`` warns "… does not have a deterministic implementation"
+    and runs. Everything is restored afterwards."""
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        enabled, only_warn, cudnn_deterministic, cudnn_benchmark, workspace = saved
+        torch.use_deterministic_algorithms(enabled, warn_only=only_warn)
+        torch.backends.cudnn.deterministic = cudnn_deterministic
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+@contextlib.contextmanager
+def strict_float32() -> Iterator[None]:
+    """Inside the block float32 products and convolutions compute in float32, not TF32 (which
+    cuDNN uses for float32 convolutions by default on recent GPUs)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def resolve_device(name: str) -> torch.device:

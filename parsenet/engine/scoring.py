@@ -11,7 +11,7 @@ from parsenet.data.base import SegmentationDataset, read_label
 from parsenet.engine.distributed import DistContext
 from parsenet.engine.evaluator import sum_over_processes
 from parsenet.errors import DataError
-from parsenet.metrics import ConfusionMatrix
+from parsenet.metrics import SplitScores
 
 
 def score_prediction_folder(
@@ -20,19 +20,21 @@ def score_prediction_folder(
     indices: range | None = None,
     context: DistContext | None = None,
     progress: bool = False,
-) -> ConfusionMatrix:
-    """Count ``folder/<id>.png`` (class indices, palette or greyscale PNG) against the labels.
+) -> SplitScores:
+    """Count ``folder/<id>.png`` (class indices, palette or greyscale PNG) against the labels:
+    the confusion matrix and the per-image context statistics.
 
     Every image of the split must have its prediction, of the label's size, with values among
     the classes; anything else is a :class:`DataError` naming the file. Under torchrun each
-    process scores ``indices`` (its share) and the matrices are summed.
+    process scores ``indices`` (its share) and the counts are summed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"predictions={folder} is not a folder of <id>.png prediction files")
     info = dataset.info
-    confusion = ConfusionMatrix(info.num_classes, info.ignore_index)
-    for index in tqdm(indices or range(len(dataset)), desc="score", disable=not progress or None):
+    scores = SplitScores(info.num_classes, info.ignore_index)
+    share = range(len(dataset)) if indices is None else indices  # an empty share scores nothing
+    for index in tqdm(share, desc="score", disable=not progress or None):
         path = folder / f"{dataset.sample_name(index)}.png"
         if not path.is_file():
             raise DataError(f"prediction {path} is missing (one <id>.png per image of the split)")
@@ -48,5 +50,5 @@ def score_prediction_folder(
                 f"prediction {path} holds class {int(prediction.max())}, outside the "
                 f"{info.num_classes} classes of {info.name}"
             )
-        confusion.update(torch.from_numpy(prediction.astype("int64")), torch.from_numpy(label))
-    return sum_over_processes(confusion, context)
+        scores.update(torch.from_numpy(prediction.astype("int64")), torch.from_numpy(label))
+    return sum_over_processes(scores, context)

@@ -6,7 +6,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from parsenet.data.loader import loader_workers
 from parsenet.engine.inference import InferenceMode
+from parsenet.engine.layout import layout_setting
 from parsenet.engine.precision import AMP_DTYPES
 from parsenet.errors import ConfigError
 
@@ -40,9 +42,11 @@ class TrainSettings:
         num_overlays, keep_snapshots, max_nonfinite: validation panels written, snapshots
             kept, non-finite steps in a row tolerated.
         resume: ``auto``, a checkpoint path, or None.
-        amp, channels_last, compile: precision and speed.
+        amp, channels_last, compile: precision and speed (``channels_last``: True, False or
+            ``auto``, see :mod:`parsenet.engine.layout`).
         evaluation: how validation forms its scores (``train.eval``).
-        seed: the run's seed; num_workers: training loader processes (``data.num_workers``).
+        seed: the run's seed; num_workers: training loader processes (``data.num_workers``,
+            ``auto`` resolved by :func:`~parsenet.data.loader.loader_workers`).
     """
 
     max_iters: int
@@ -56,7 +60,7 @@ class TrainSettings:
     keep_snapshots: int
     resume: str | None
     amp: str
-    channels_last: bool
+    channels_last: bool | str
     compile: bool
     evaluation: InferenceMode
     seed: int
@@ -81,11 +85,11 @@ class TrainSettings:
             **counts,
             resume=None if resume in (None, "", "none") else str(resume),
             amp=train["amp"],
-            channels_last=flag("train.channels_last", train["channels_last"]),
+            channels_last=layout_setting("train.channels_last", train["channels_last"]),
             compile=flag("train.compile", train["compile"]),
             evaluation=InferenceMode.from_config(train["eval"], prefix="train.eval."),
             seed=whole_number("seed", cfg["seed"], 0),
-            num_workers=whole_number("data.num_workers", cfg["data"]["num_workers"], 0),
+            num_workers=loader_workers(cfg["data"]["num_workers"]),  # a count, or auto
         )
 
     def resume_path(self, run_dir: Path) -> Path | None:

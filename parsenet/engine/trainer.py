@@ -265,6 +265,7 @@ class Trainer:
             split=self.cfg["data"]["val_split"],
             inference=self.settings.evaluation.describe(),
         )
+        record["layout"] = self.cfg["layout"]  # the memory layout chosen (engine/layout.py)
         if self.cfg["data"].get("on_bad_sample") == "skip":  # the same in every process
             record["bad_samples"] = gather_bad_samples(
                 self.state.bad_samples, self.context

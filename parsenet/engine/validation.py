@@ -24,7 +24,15 @@ from parsenet.errors import DataError
 from parsenet.visualize import save_png
 
 log = logging.getLogger(__name__)
-SUMMARY_SCORES = ("mIoU", "pixel_acc", "mean_acc", "fwIoU")
+# Logged as val/<key> at every evaluation (the per-image context statistics too).
+SUMMARY_SCORES = (
+    "mIoU",
+    "pixel_acc",
+    "mean_acc",
+    "fwIoU",
+    "out_of_context",
+    "class_set_accuracy",
+)
 
 
 def require_scored_images(
@@ -92,7 +100,12 @@ class Validation:
         scores["num_images"] = len(self.dataset) - lost["skipped"]
         log_to.scalars(iteration, {f"val/{key}": scores[key] for key in SUMMARY_SCORES}, "val")
         log.info(
-            "iter %d: val mIoU %.4f, pixel acc %.4f", iteration, scores["mIoU"], scores["pixel_acc"]
+            "iter %d: val mIoU %.4f, pixel acc %.4f, out of context %.4f, class-set acc %.4f",
+            iteration,
+            scores["mIoU"],
+            scores["pixel_acc"],
+            scores["out_of_context"],
+            scores["class_set_accuracy"],
         )
         if self.context.is_main:
             values, grid = evaluation_insight(

@@ -7,7 +7,10 @@ Sources for ``model.backbone.pretrained``:
 - a path to a Caffe-converted reduced VGG16 (``vgg16_reducedfc.pth`` of the SSD ports: the
   ``nn.ModuleList`` keys ``0.weight`` … ``33.weight``, fc6 already 1024×512×3×3; also what
   ``parsenet-convert caffe VGG_ILSVRC_16_layers_fc_reduced.caffemodel`` writes);
-- ``none``: random initialisation.
+- ``none``: random initialisation;
+- ``auto`` (the default): ``imagenet`` for real data at full width, ``none`` for the synthetic
+  data and for ``width_mult`` ≠ 1 (no weights exist at other widths); see
+  :func:`resolve_pretrained`, which the trainer calls with the data's name.
 
 Each source implies the input convention its weights were trained with (``torchvision``: RGB in
 [0, 1] with ImageNet mean/std; ``caffe``: BGR 0–255 minus the mean pixel), which the trainer stores
@@ -35,7 +38,33 @@ VGG16_CONV_INDICES = {
     "conv5_1": 24, "conv5_2": 26, "conv5_3": 28,
 }  # fmt: skip
 REDUCED_FC_INDICES = {"fc6": 31, "fc7": 33}
+# Data that ``pretrained: auto`` starts from random weights: generated images that are nothing
+# like ImageNet's (and offline tests and the demo run on them).
+RANDOM_START_DATA = ("synthetic",)
 Tensors = dict[str, torch.Tensor]
+
+
+def resolve_pretrained(source: Any, data_name: str | None, width_mult: float) -> tuple[Any, str]:
+    """What ``model.backbone.pretrained=auto`` means for this run, and a line saying why.
+
+    ``auto`` is ``imagenet`` (the paper's start) for real data at full width, and ``none`` for
+    the synthetic data or ``width_mult`` ≠ 1 (ImageNet weights exist only at full width). Any
+    other ``source`` is returned as it is, with an empty line.
+    """
+    if source is None or str(source).lower() != "auto":
+        return source, ""
+    prefix = "model.backbone.pretrained=auto"
+    if data_name in RANDOM_START_DATA:
+        return "none", f"{prefix}: random weights (none) for the {data_name} data"
+    if width_mult != 1.0:
+        return "none", (
+            f"{prefix}: random weights (none) at model.backbone.width_mult={width_mult}; "
+            "ImageNet weights exist only at full width (1.0)"
+        )
+    return "imagenet", (
+        f"{prefix}: torchvision's VGG16 ImageNet weights (imagenet) for data {data_name} at full "
+        "width; model.backbone.pretrained=none starts from random weights"
+    )
 
 
 def reduce_fc(fc6: tuple[torch.Tensor, torch.Tensor], fc7: tuple[torch.Tensor, torch.Tensor]):
@@ -107,11 +136,12 @@ def reducedfc_layers(state: Tensors, arch: str, source: str) -> dict[str, tuple]
     }
 
 
-def read_source(source: str) -> tuple[Tensors, str]:
+def read_source(source: str, setting: str | None = None) -> tuple[Tensors, str]:
     """Load a pretrained source's state dict and say which format it is in
-    (``torchvision`` or ``reducedfc``)."""
+    (``torchvision`` or ``reducedfc``). ``setting`` names the choice in messages (default
+    ``model.backbone.pretrained=SOURCE``)."""
     if source == "imagenet":
-        state = _download_imagenet()
+        state = _download_imagenet(setting or f"model.backbone.pretrained={source}")
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -141,14 +171,15 @@ def read_source(source: str) -> tuple[Tensors, str]:
     )
 
 
-def _download_imagenet() -> Tensors:
+def _download_imagenet(setting: str) -> Tensors:
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
     try:
         return torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=True)
     except OSError as error:  # URLError, HTTPError and socket errors are OSErrors
         raise ConfigError(
-            f"model.backbone.pretrained=imagenet: cannot download {IMAGENET_URL} ({error}); put "
-            f"that file in {hub_dir}/ or give its path as model.backbone.pretrained=PATH"
+            f"{setting}: cannot download {IMAGENET_URL} ({error}); put that file in "
+            f"{hub_dir}/, give its path as model.backbone.pretrained=PATH, or start from random "
+            "weights with model.backbone.pretrained=none"
         ) from None
 
 
@@ -157,12 +188,14 @@ CONVENTIONS = {"torchvision": "torchvision", "reducedfc": "caffe"}
 READERS = {"torchvision": torchvision_layers, "reducedfc": reducedfc_layers}
 
 
-def initialise_backbone(trunk: VGGTrunk, source: Any) -> str | None:
+def initialise_backbone(trunk: VGGTrunk, source: Any, setting: str | None = None) -> str | None:
     """Copy pretrained weights into ``trunk`` and return their input convention.
 
     Args:
         trunk: the model's backbone (full width).
-        source: ``none``/``None``, ``imagenet``, or a file path (see the module docstring).
+        source: ``none``/``None``, ``imagenet``, or a file path (see the module docstring);
+            ``auto`` must be resolved first (:func:`resolve_pretrained`).
+        setting: how messages name the choice (default ``model.backbone.pretrained=SOURCE``).
 
     Returns:
         ``torchvision`` or ``caffe`` — how inputs must be normalised for these weights — or
@@ -174,12 +207,17 @@ def initialise_backbone(trunk: VGGTrunk, source: Any) -> str | None:
     if source is None or str(source).lower() == "none":
         return None
     source = str(source)
+    if source.lower() == "auto":
+        raise ConfigError(
+            "model.backbone.pretrained=auto is resolved from the data and width by "
+            "resolve_pretrained(); give none, imagenet or PATH here"
+        )
     if trunk.width_mult != 1.0:
         raise ConfigError(
             f"model.backbone.pretrained={source} needs model.backbone.width_mult=1.0 "
             f"(got {trunk.width_mult}); pretrained weights exist only at full width"
         )
-    state, kind = read_source(source)
+    state, kind = read_source(source, setting)
     layers = READERS[kind](state, trunk.arch, source)
     convolutions = trunk.convolutions()
     with torch.no_grad():

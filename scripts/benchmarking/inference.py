@@ -1,8 +1,11 @@
-"""Whole-image inference in a fresh process: images/s and peak memory."""
+"""Whole-image inference in a fresh process: images/s and peak memory, in the layout users get
+(``--channels-last``; ``auto`` by default), with ``--compare-layouts`` in both forced layouts too,
+and through ONNX Runtime (``--backends``), all taking turns."""
 
 from __future__ import annotations
 
 import argparse
+import copy
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,11 @@ import torch
 from parsenet.data import dataset_info
 from parsenet.engine.inference import InferenceMode
 from parsenet.engine.runtime import peak_memory_mb
+from parsenet.export import OnnxRuntimeModel, export_model
 from parsenet.models import build_model
 
-from .settings import Setup, train_config
-from .timing import figure, rates, round_robin
+from .settings import Setup, layout_note, train_config
+from .timing import Step, figure, rates, round_robin
 
 INFERENCE_SIZE = (375, 500)  # H×W of a typical VOC image
 
@@ -38,31 +42,52 @@ def program_peak_resident_mb() -> float:
     return peak_memory_mb(torch.device("cpu"))
 
 
-def inference_worker(
-    model_cfg: dict[str, Any], num_classes: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Whole-image evaluation steps (scores and argmax) at 500×375 in this (fresh) process:
-    seconds per image and peak memory (GPU: allocated; CPU: resident, also before the model
-    ran)."""
-    setup = Setup(args)
-    model = setup.prepare(build_model(model_cfg, num_classes)).eval()
-    images = setup.images(1, *INFERENCE_SIZE)
+def whole_image_step(model: torch.nn.Module, images: torch.Tensor, setup: Setup) -> Step:
+    """Whole-image scores and argmax of ``images`` in inference mode, as ``parsenet-predict``."""
     whole = InferenceMode("whole")
-    before_mb = program_peak_resident_mb()
-    if setup.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(setup.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step() -> None:
         with setup.precision.autocast():
             whole.scores(model, images).argmax(dim=1)
 
-    seconds = round_robin({"inference": step}, setup.device, args.warmup, args.repetitions)
+    return step
+
+
+def inference_worker(
+    model_cfg: dict[str, Any], num_classes: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Whole-image inference (scores and argmax) at 500×375 in this (fresh) process: seconds
+    per image of each variant, taking turns, and the peak memory of the default one (GPU:
+    allocated; CPU: resident, also before the model ran), read before the others are built."""
+    setup = Setup(args)
+    model = build_model(model_cfg, num_classes).eval()
+    shape = (1, 3, *INFERENCE_SIZE)
+    layout = setup.layout(model.to(setup.device), shape, training=False)
+    variants = [("torch", copy.deepcopy(model), layout)]
+    for name, forced in (("NCHW", False), ("NHWC", True)) if args.compare_layouts else ():
+        variants.append((name, copy.deepcopy(model), setup.layout(model, shape, False, forced)))
+    steps, layouts = {}, {}
+    before_mb = program_peak_resident_mb()
     if setup.device.type == "cuda":
-        peak_mb = peak_memory_mb(setup.device)
-    else:
-        peak_mb = program_peak_resident_mb()
-    return {"seconds": seconds["inference"], "peak_mb": peak_mb, "before_mb": before_mb}
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    for name, replica, choice in variants:
+        images = setup.images(*shape[:1], *INFERENCE_SIZE, choice)
+        steps[name] = whole_image_step(setup.prepare(replica, choice), images, setup)
+        layouts[name] = layout_note(choice)
+        if name == "torch":  # the default's own peak, before any other variant exists
+            for _ in range(max(args.warmup, 1)):
+                steps[name]()
+            on_gpu = setup.device.type == "cuda"
+            peak_mb = peak_memory_mb(setup.device) if on_gpu else program_peak_resident_mb()
+    if "onnxruntime" in args.backends and setup.device.type == "cpu":
+        (args.out / "inference").mkdir(parents=True, exist_ok=True)
+        exported = export_model(model.cpu(), "onnx", args.out / "inference" / "model.onnx")
+        images = setup.images(*shape[:1], *INFERENCE_SIZE)  # NCHW, as ONNX Runtime takes it
+        steps["onnxruntime"] = whole_image_step(OnnxRuntimeModel(exported), images, setup)
+        layouts["onnxruntime"] = "ONNX Runtime's own"
+    seconds = round_robin(steps, setup.device, args.warmup, args.repetitions)
+    return {"seconds": seconds, "layouts": layouts, "peak_mb": peak_mb, "before_mb": before_mb}
 
 
 def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,8 +99,15 @@ def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
         measured = pool.apply(inference_worker, (cfg["model"], num_classes, args))
     memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
     height, width = INFERENCE_SIZE
+    names = {"torch": "", "NCHW": " NCHW", "NHWC": " NHWC", "onnxruntime": " onnxruntime"}
+    results = {
+        f"whole {width}×{height}{names[name]}": figure(
+            rates(1, seconds), "images/s", layout=measured["layouts"][name]
+        )
+        for name, seconds in measured["seconds"].items()
+    }
     return {
-        f"whole {width}×{height}": figure(rates(1, measured["seconds"]), "images/s"),
+        **results,
         "peak memory": {
             "median": measured["peak_mb"],
             "unit": f"MiB ({memory})",

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import parsenet
+from parsenet.engine.layout import cache_path, device_name
 from parsenet.report import write_json
 
 
@@ -41,6 +42,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
             "load_average": list(os.getloadavg()),
         },
         "threads": {"torch": torch.get_num_threads(), "interop": torch.get_num_interop_threads()},
+        "layout_cache": str(cache_path()),
         "settings": {key: str(value) for key, value in vars(args).items()},
     }
     if args.device.startswith("cuda"):
@@ -50,12 +52,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 def cpu_name() -> str:
     """The CPU model as the kernel reports it (the platform's guess elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
+    return device_name(torch.device("cpu"))
 
 
 def markdown(report: dict[str, Any]) -> str:

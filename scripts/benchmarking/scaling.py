@@ -10,8 +10,8 @@ import torch
 from parsenet.engine.runtime import peak_memory_mb
 
 from .peak import with_peak
-from .settings import Setup, train_config
-from .training import model_step, step_figure
+from .settings import Setup, layout_note, train_config
+from .training import ModelStep, step_figure
 
 
 def measure_scaling(args: argparse.Namespace, setup: Setup, peak: dict | None) -> dict[str, Any]:
@@ -25,9 +25,11 @@ def measure_scaling(args: argparse.Namespace, setup: Setup, peak: dict | None) -
     for batch, size in dict.fromkeys(shapes):
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(setup.device)
-        step, flops = model_step(cfg, setup, batch, size)
+        step = ModelStep(cfg, setup, batch, size)
         seconds, peak_rates = with_peak({"step": step}, args, setup, peak)
-        entry = step_figure(seconds["step"], batch, flops, peak_rates)
+        entry = step_figure(
+            seconds["step"], batch, step.flops, peak_rates, layout=layout_note(step.layout)
+        )
         if on_gpu:  # a CPU process's peak cannot be reset between shapes
             entry["peak_gpu_mb"] = peak_memory_mb(setup.device)
         results[f"size {size} batch {batch}"] = entry

@@ -15,8 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from parsenet.data import build_dataset, dataset_info
+from parsenet.data.loader import loader_workers
 from parsenet.data.normalization import get_normalization
 from parsenet.data.transforms import train_transform
+from parsenet.engine.assembly import training_shape
 from parsenet.engine.flops import TRAINING_FORWARDS, forward_flops
 from parsenet.engine.optim import build_optimizer
 from parsenet.engine.precision import Precision
@@ -24,8 +26,11 @@ from parsenet.engine.trainer import Trainer
 from parsenet.models import build_model
 
 from .peak import with_peak
-from .settings import Setup, train_config
-from .timing import Step, figure, rates, time_once
+from .profiling import profile_steps
+from .settings import Setup, layout_note, train_config
+from .timing import Step, figure, rates
+
+FORCED = {"NCHW": False, "NHWC": True}  # --compare-layouts: the model step in each layout too
 
 
 def plain_optimizer(model: nn.Module, optim_cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -50,16 +55,30 @@ def plain_update(
     optimizer.step()
 
 
-def model_step(cfg: dict[str, Any], setup: Setup, batch: int, size: int) -> tuple[Step, float]:
-    """Forward + backward + SGD step on a fixed batch in memory, and its FLOPs (3 × forward)."""
-    num_classes = dataset_info(cfg["data"]).num_classes
-    model = build_model(cfg["model"], num_classes).to(setup.device)
-    flops = TRAINING_FORWARDS * forward_flops(model, setup.images(1, size, size)) * batch
-    model = setup.prepare(model).train()
-    optimizer = plain_optimizer(model, cfg["optim"])
-    images = setup.images(batch, size, size)
-    labels = torch.randint(0, num_classes, (batch, size, size), device=setup.device)
-    return lambda: plain_update(model, optimizer, setup.precision, images, labels), flops
+class ModelStep:
+    """Forward + backward + SGD step of the model on a fixed batch in memory (call it), its
+    FLOPs (3 × forward) and layout; ``model`` is kept for profiling."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        setup: Setup,
+        batch: int,
+        size: int,
+        channels_last: bool | None = None,
+    ) -> None:
+        num_classes = dataset_info(cfg["data"]).num_classes
+        model = build_model(cfg["model"], num_classes).to(setup.device)
+        self.flops = TRAINING_FORWARDS * forward_flops(model, setup.images(1, size, size)) * batch
+        self.layout = setup.layout(model, (batch, 3, size, size), True, channels_last)
+        self.model = setup.prepare(model, self.layout).train()
+        self.optimizer = plain_optimizer(self.model, cfg["optim"])
+        self.images = setup.images(batch, size, size, self.layout)
+        self.labels = torch.randint(0, num_classes, (batch, size, size), device=setup.device)
+        self.precision = setup.precision
+
+    def __call__(self) -> None:
+        plain_update(self.model, self.optimizer, self.precision, self.images, self.labels)
 
 
 def gpu_utilisation(device: torch.device) -> float | None:
@@ -78,10 +97,11 @@ class LoaderWatch:
     def __init__(self) -> None:
         self.data_waits: list[float] = []
         self.utilisation: list[float | None] = []
+        self.layout: str | None = None
 
-    def figures(self, repetitions: int) -> dict[str, float]:
+    def figures(self, repetitions: int) -> dict[str, Any]:
         """Medians over the timed steps (the warm-up's come first)."""
-        found: dict[str, float] = {}
+        found: dict[str, Any] = {"layout": self.layout}
         if self.data_waits:
             found["data_wait_s"] = statistics.median(self.data_waits[-repetitions:])
         readings = [value for value in self.utilisation[-repetitions:] if value is not None]
@@ -94,15 +114,21 @@ def trainer_step(
     cfg: dict[str, Any], run_dir: Path, device: torch.device, watch: LoaderWatch
 ) -> Step:
     """One ``Trainer.train_step`` on the trainer's own training loader, as ``run()`` drives it;
-    its data wait and GPU utilisation go to ``watch``."""
+    its data wait and GPU utilisation go to ``watch``, its layout to ``watch.layout``."""
     trainer = Trainer(cfg, run_dir)
     batches = iter(trainer.train_loader())
+    layout = trainer.cfg["layout"]
+    watch.layout = f"{layout['memory_format']} ({layout['decided_by']})"
 
     def step() -> None:
         watch.data_waits.append(trainer.train_step(batches)["data_seconds"])
         if device.type == "cuda":
             watch.utilisation.append(gpu_utilisation(device))
 
+    step.model = trainer.model  # for profiling
+    step.sample_shape = training_shape(
+        trainer.cfg["data"], cfg["train"]["batch_size"], trainer.train_set
+    )
     return step
 
 
@@ -113,7 +139,7 @@ def reference_loader(cfg: dict[str, Any], setup: Setup) -> DataLoader:
     normalization = get_normalization(cfg["model"]["input_norm"])
     crop, scales, flip = augment["crop_size"], augment["scale_range"], augment["flip"]
     transform = train_transform(normalization, crop, scales, flip)
-    workers = data_cfg["num_workers"]
+    workers = loader_workers(data_cfg["num_workers"])  # as the trainer resolves it
     return DataLoader(
         build_dataset(data_cfg, data_cfg["train_split"], transform),
         batch_size=cfg["train"]["batch_size"],
@@ -125,31 +151,41 @@ def reference_loader(cfg: dict[str, Any], setup: Setup) -> DataLoader:
     )
 
 
-def reference_step(cfg: dict[str, Any], setup: Setup) -> Step:
-    """A plain training loop (torchvision-reference style) on the same data and model."""
+def reference_step(cfg: dict[str, Any], setup: Setup) -> tuple[Step, str]:
+    """A plain training loop (torchvision-reference style) on the same data and model, in the
+    layout the trainer takes; and that layout."""
     loader = reference_loader(cfg, setup)
     info = dataset_info(cfg["data"])
-    model = setup.prepare(build_model(cfg["model"], info.num_classes)).train()
+    model = build_model(cfg["model"], info.num_classes).to(setup.device)
+    shape = training_shape(cfg["data"], cfg["train"]["batch_size"], loader.dataset)
+    layout = setup.layout(model, shape, training=True)  # as the trainer chooses it
+    model = setup.prepare(model, layout).train()
     optimizer = plain_optimizer(model, cfg["optim"])
 
     def steps() -> Iterator[None]:
         while True:
             for batch in loader:
                 images = batch["image"].to(setup.device, non_blocking=True)
-                images = images.contiguous(memory_format=setup.memory_format)
+                images = images.contiguous(memory_format=layout.memory_format)
                 labels = batch["label"].to(setup.device, non_blocking=True)
                 plain_update(model, optimizer, setup.precision, images, labels, info.ignore_index)
                 yield
 
     iterator = steps()
-    return lambda: next(iterator)
+    step = lambda: next(iterator)  # noqa: E731
+    step.model, step.sample_shape = model, shape
+    return step, layout_note(layout)
 
 
 def step_figure(
-    seconds: list[float], batch: int, flops: float, peak_rates: list[float] | None
+    seconds: list[float],
+    batch: int,
+    flops: float,
+    peak_rates: list[float] | None,
+    **about: Any,
 ) -> dict[str, Any]:
     """Images/s of a model step with its achieved GFLOP/s and, given the GFLOP/s of the peak GEMM
-    in the same repetitions, the median of the fractions of peak."""
+    in the same repetitions, the median of the fractions of peak (``about``: more details)."""
     achieved = rates(flops / 1e9, seconds)
     fractions = None
     if peak_rates is not None:
@@ -162,6 +198,7 @@ def step_figure(
         achieved_gflops=statistics.median(achieved),
         fraction_of_peak=statistics.median(fractions) if fractions else None,
         peak_gflops_alongside=statistics.median(peak_rates) if peak_rates else None,
+        **about,
     )
 
 
@@ -173,19 +210,22 @@ def throughput_ratios(top_seconds: list[float], bottom_seconds: list[float]) -> 
 
 def training_steps(
     cfg: dict[str, Any], args: argparse.Namespace, setup: Setup, watch: LoaderWatch
-) -> tuple[dict[str, Step], dict[str, float]]:
-    """The chosen training loops as steps, and the FLOPs of the model steps."""
+) -> tuple[dict[str, Step], dict[str, str]]:
+    """The chosen training loops as steps (model steps as :class:`ModelStep`, with
+    ``--compare-layouts`` also in each forced layout), and each loop's layout."""
     steps: dict[str, Step] = {}
-    flops: dict[str, float] = {}
+    layouts: dict[str, str] = {}
     parts = args.parts.split(",")
     if "step" in parts:
         for size in args.sizes:
-            steps[f"step {size}"], flops[f"step {size}"] = model_step(cfg, setup, args.batch, size)
+            steps[f"step {size}"] = ModelStep(cfg, setup, args.batch, size)
+            for name, forced in FORCED.items() if args.compare_layouts else ():
+                steps[f"step {size} {name}"] = ModelStep(cfg, setup, args.batch, size, forced)
     if "e2e" in parts:
         steps["e2e"] = trainer_step(cfg, args.out / "train", setup.device, watch)
     if "reference" in parts:
-        steps["reference"] = reference_step(cfg, setup)
-    return steps, flops
+        steps["reference"], layouts["reference"] = reference_step(cfg, setup)
+    return steps, layouts
 
 
 def measure_training(args: argparse.Namespace, setup: Setup, peak: dict | None) -> dict[str, Any]:
@@ -194,36 +234,36 @@ def measure_training(args: argparse.Namespace, setup: Setup, peak: dict | None) 
     cfg = train_config(args)
     crop = cfg["data"]["augment"]["crop_size"]
     watch = LoaderWatch()
-    steps, flops = training_steps(cfg, args, setup, watch)
+    steps, layouts = training_steps(cfg, args, setup, watch)
     seconds, peak_rates = with_peak(steps, args, setup, peak)
     results: dict[str, Any] = {
-        name: step_figure(seconds[name], args.batch, flops[name], peak_rates) for name in flops
+        name: step_figure(
+            seconds[name], args.batch, step.flops, peak_rates, layout=layout_note(step.layout)
+        )
+        for name, step in steps.items()
+        if isinstance(step, ModelStep)
     }
     for name in ("e2e", "reference"):
         if name in seconds:
-            results[name] = figure(rates(args.batch, seconds[name]), "images/s", crop=crop)
+            results[name] = figure(
+                rates(args.batch, seconds[name]), "images/s", crop=crop, layout=layouts.get(name)
+            )
     if "e2e" in results:
         results["e2e"].update(watch.figures(args.repetitions))
     if args.profile:
-        profile_steps(steps, setup.device, args.out / "profiles")
+        peak_gflops = peak["float32 peak"]["median"] if peak else None
+        profile_steps(steps, setup, args.out / "profiles", peak_gflops)
     ratios = {"e2e ÷ step": ("e2e", f"step {crop}"), "e2e ÷ reference": ("e2e", "reference")}
+    for size in args.sizes if args.compare_layouts else ():
+        ratios[f"step {size}: NHWC ÷ NCHW"] = (f"step {size} NHWC", f"step {size} NCHW")
+        ratios[f"step {size}: default ÷ best"] = (f"step {size}", best_of(seconds, size))
     for label, (top, bottom) in ratios.items():
         if top in results and bottom in results:
             results[label] = figure(throughput_ratios(seconds[top], seconds[bottom]), "ratio")
     return results
 
 
-def profile_steps(steps: dict[str, Step], device: torch.device, folder: Path) -> None:
-    """One more call of each step under ``torch.profiler``: ``folder/<step>.txt`` gets its
-    operators by self CPU time (and CUDA time on a GPU), for reading where a step's time goes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    sort = "self_cpu_time_total"
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-        sort = "self_cuda_time_total"
-    for name, step in steps.items():
-        with torch.profiler.profile(activities=activities) as profile:
-            time_once(step, device)
-        table = profile.key_averages().table(sort_by=sort, row_limit=25)
-        (folder / f"{name.replace(' ', '_')}.txt").write_text(table + "\n")
+def best_of(seconds: dict[str, list[float]], size: int) -> str:
+    """The faster forced layout of the model step at ``size`` (by median time)."""
+    forced = [f"step {size} {name}" for name in FORCED]
+    return min(forced, key=lambda name: statistics.median(seconds[name]))
