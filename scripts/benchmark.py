@@ -34,8 +34,9 @@ Parts (``--parts``, all by default):
 
 The training parts (``step``, ``e2e``, ``reference``) run interleaved, one step of each in turn,
 so a load change on a shared machine hits them alike; their ratios are taken repetition by
-repetition. ``--profile`` adds one profiled step of each (``OUT/profiles/``: the operators,
-and on a CPU each layer's forward and backward time against the GEMM peak). Every figure is
+repetition. ``--profile`` adds one profiled step of each, and one profiled inference
+(``OUT/profiles/``: the operators, and on a CPU each layer's forward and backward time against
+the GEMM peak). Every figure is
 the median of ``--repetitions`` timed repetitions after ``--warmup`` untimed ones, and the raw
 repetitions are kept. ``OUT/benchmark.json`` holds everything (with versions, machine, threads,
 load and command line); ``OUT/benchmark.md`` the tables.
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peak": lambda: measure_peak(args, setup),
         "training": lambda: measure_training(args, setup, results.get("peak")),
         "data": lambda: measure_data(args),
-        "inference": lambda: measure_inference(args),
+        "inference": lambda: measure_inference(args, results.get("peak")),
         "predict": lambda: measure_predict(args),
         "scaling": lambda: measure_scaling(args, setup, results.get("peak")),
     }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,11 @@ from PIL import Image
 from parsenet.data.info import voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
+# The memory-layout probe's cache (parsenet.engine.layout): one for the whole test session, in
+# every process the tests start, never the user's ~/.cache.
+if "PARSENET_CACHE" not in os.environ:
+    os.environ["PARSENET_CACHE"] = tempfile.mkdtemp(prefix="parsenet-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PARSENET_CACHE"], True)
 TINY_MODEL = ["model.backbone.width_mult=0.0625"]
 TINY_SYNTHETIC = [
     "data.num_train=16",

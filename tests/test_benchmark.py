@@ -120,5 +120,7 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
         layers = (out / "profiles" / f"{step}_layers.md").read_text()
         assert "| backbone.layers.fc6 |" in layers and "| (loss) |" in layers
         assert "| upsample.deconv |" in layers
+    inference = (out / "profiles" / "inference_500x375_layers.md").read_text()
+    assert "| backbone.layers.fc6 |" in inference and "GEMM peak: " in inference
     table = (out / "benchmark.md").read_text()
     assert "| e2e ÷ reference |" in table and "### scaling" in table

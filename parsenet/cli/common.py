@@ -37,6 +37,12 @@ def fail(message: str) -> NoReturn:
     sys.exit(USAGE_ERROR)
 
 
+def interrupted() -> NoReturn:
+    """Ctrl-C: one line on stderr and the shell's status for an interrupted command."""
+    print("error: interrupted; nothing half-written was left", file=sys.stderr)
+    sys.exit(INTERRUPTED)
+
+
 def one_line(error: BaseException) -> str:
     """The user-facing line of an error.
 
@@ -197,6 +203,8 @@ def hydra_command(
 
             try:
                 task(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), run_dir)
+                if folder is not None:
+                    folder.completed = True
             except ParsenetError as error:
                 undo()
                 fail(one_line(error))
@@ -208,8 +216,7 @@ def hydra_command(
                 fail(os_error_line(error))
             except KeyboardInterrupt:
                 undo()
-                print("error: interrupted; nothing half-written was left", file=sys.stderr)
-                sys.exit(INTERRUPTED)
+                interrupted()
 
         @functools.wraps(task)
         def main() -> None:
@@ -232,6 +239,10 @@ def hydra_command(
                 hydra.main(
                     config_path=str(config_dir()), config_name=config_name, version_base="1.3"
                 )(functools.partial(run, folder=folder))()
+            except KeyboardInterrupt:  # while Hydra starts or finishes, outside the task
+                if folder is not None and not folder.completed:
+                    folder.failed()
+                interrupted()
             finally:
                 if folder is not None:
                     folder.close()

@@ -53,6 +53,7 @@ class RunFolder:
         self.path = path
         self.lock = RunFolderLock(path) if owner else None
         self.existed = path.exists()
+        self.completed = False  # set when the command's work finished
         self.hydra_files: dict[Path, bytes] = {}
 
     def open(self) -> RunFolder:

@@ -5,7 +5,8 @@ the faster of the two for this machine and this model: a short measured probe â€
 (and, for training, backward) passes of a copy of the model in each layout, taking turns â€” whose
 verdict is cached per machine and model shape in ``layout.json`` under the cache folder
 (``$PARSENET_CACHE``, else ``$XDG_CACHE_HOME/parsenet``, else ``~/.cache/parsenet``), so it costs
-seconds once. ``true``/``false`` force a layout. The choice is logged, and its :meth:`record`
+seconds once. ``true``/``false`` force a layout. The choice is logged, and its
+:meth:`LayoutChoice.record`
 goes into ``train_log.jsonl`` (the config line's ``layout``) and ``metrics.json``.
 
 Why measured and not a rule: on a 2-core Intel Xeon without bf16 NHWC trained 26 % faster

@@ -18,6 +18,8 @@ from parsenet.engine.runtime import peak_memory_mb
 from parsenet.export import OnnxRuntimeModel, export_model
 from parsenet.models import build_model
 
+from .peak import peak_meter
+from .profiling import profile_steps
 from .settings import Setup, layout_note, train_config
 from .timing import Step, figure, rates, round_robin
 
@@ -55,11 +57,16 @@ def whole_image_step(model: torch.nn.Module, images: torch.Tensor, setup: Setup)
 
 
 def inference_worker(
-    model_cfg: dict[str, Any], num_classes: int, args: argparse.Namespace
+    model_cfg: dict[str, Any],
+    num_classes: int,
+    args: argparse.Namespace,
+    peak: dict | None = None,
 ) -> dict[str, Any]:
     """Whole-image inference (scores and argmax) at 500×375 in this (fresh) process: seconds
     per image of each variant, taking turns, and the peak memory of the default one (GPU:
-    allocated; CPU: resident, also before the model ran), read before the others are built."""
+    allocated; CPU: resident, also before the model ran), read before the others are built.
+    With ``--profile``, one more pass of the default under the profiler (``OUT/profiles/``,
+    its layers against the GEMM peak when ``peak`` was measured)."""
     setup = Setup(args)
     model = build_model(model_cfg, num_classes).eval()
     shape = (1, 3, *INFERENCE_SIZE)
@@ -74,6 +81,7 @@ def inference_worker(
     for name, replica, choice in variants:
         images = setup.images(*shape[:1], *INFERENCE_SIZE, choice)
         steps[name] = whole_image_step(setup.prepare(replica, choice), images, setup)
+        steps[name].model, steps[name].images = replica, images  # for profiling
         layouts[name] = layout_note(choice)
         if name == "torch":  # the default's own peak, before any other variant exists
             for _ in range(max(args.warmup, 1)):
@@ -87,16 +95,23 @@ def inference_worker(
         steps["onnxruntime"] = whole_image_step(OnnxRuntimeModel(exported), images, setup)
         layouts["onnxruntime"] = "ONNX Runtime's own"
     seconds = round_robin(steps, setup.device, args.warmup, args.repetitions)
+    if args.profile:
+        default = {f"inference {INFERENCE_SIZE[1]}x{INFERENCE_SIZE[0]}": steps["torch"]}
+        profile_steps(default, setup, args.out / "profiles", peak_meter(args, setup, peak))
     return {"seconds": seconds, "layouts": layouts, "peak_mb": peak_mb, "before_mb": before_mb}
 
 
-def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
+def measure_inference(args: argparse.Namespace, peak: dict | None = None) -> dict[str, Any]:
     """Images/s and peak memory of whole-image inference, measured in a fresh process so the
     peak is inference's own."""
     cfg = train_config(args)
     num_classes = dataset_info(cfg["data"]).num_classes
+    setup = Setup(args)  # a probe of the layout, if one is due, here: the worker's memory is
+    model = build_model(cfg["model"], num_classes).to(setup.device).eval()  # inference's own
+    setup.layout(model, (1, 3, *INFERENCE_SIZE), training=False)
+    del model
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        measured = pool.apply(inference_worker, (cfg["model"], num_classes, args))
+        measured = pool.apply(inference_worker, (cfg["model"], num_classes, args, peak))
     memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
     height, width = INFERENCE_SIZE
     names = {"torch": "", "NCHW": " NCHW", "NHWC": " NHWC", "onnxruntime": " onnxruntime"}

@@ -4,15 +4,24 @@ step to time beside others."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from parsenet.engine.runtime import strict_float32
+
 from .settings import Setup
-from .timing import Step, calls_per_repetition, figure, rates, repeat_calls, round_robin
+from .timing import (
+    Step,
+    calls_per_repetition,
+    figure,
+    rates,
+    repeat_calls,
+    round_robin,
+    time_once,
+)
 
 
 def gemm_engines(n: int, dtype: torch.dtype, device: torch.device) -> dict[str, Step]:
@@ -29,17 +38,6 @@ def gemm_engines(n: int, dtype: torch.dtype, device: torch.device) -> dict[str, 
 def gemm_gflop(n: int, calls: int) -> float:
     """GFLOP of ``calls`` n×n×n products."""
     return 2 * n**3 * calls / 1e9
-
-
-@contextmanager
-def strict_float32() -> Iterator[None]:
-    """Float32 products in float32, not TF32 (which GPUs otherwise use for convolutions)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def engine_rates(
@@ -82,6 +80,17 @@ def peak_gemm(args: argparse.Namespace, setup: Setup, peak: dict) -> tuple[Step,
     step = gemm_engines(args.peak_size, dtype, setup.device)[engine]
     calls = calls_per_repetition(step, setup.device)
     return repeat_calls(step, calls), gemm_gflop(args.peak_size, calls)
+
+
+def peak_meter(
+    args: argparse.Namespace, setup: Setup, peak: dict | None
+) -> Callable[[], float] | None:
+    """A function timing the peak GEMM once (about 0.2 s) and returning its GFLOP/s now, or
+    None when the peak was not measured."""
+    if peak is None:
+        return None
+    gemm, gflop = peak_gemm(args, setup, peak)
+    return lambda: gflop / time_once(gemm, setup.device)
 
 
 def with_peak(

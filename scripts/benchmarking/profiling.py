@@ -13,7 +13,7 @@ gradients; once for a layer whose input needs no gradient, such as conv1_1).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,18 +27,20 @@ from .settings import Setup
 from .timing import Step, time_once
 
 BACKWARD = "autograd::engine::evaluate_function: "
-LOSS_OPERATORS = ("aten::cross_entropy_loss", "aten::nll_loss", "aten::log_softmax")
+LOSS_OPERATORS = ("aten::cross_entropy_loss", "aten::nll_loss", "aten::log_softmax", "aten::_log")
 COPIES = ("aten::copy_", "aten::contiguous", "aten::clone", "aten::_to_copy")
 
 
 @contextmanager
-def layer_ranges(model: nn.Module) -> Iterator[dict[str, bool]]:
-    """Every module's forward as a profiler range ``layer::<name>`` (the model itself: ``model``)
-    while inside; yields, per module name, whether its input needed a gradient."""
+def layer_ranges(model: nn.Module, loss: nn.Module | None = None) -> Iterator[dict[str, bool]]:
+    """Every module's forward as a profiler range ``layer::<name>`` (the model itself: ``model``,
+    a loss module: ``(loss)``) while inside; yields, per module name, whether its input needed a
+    gradient."""
     open_ranges: dict[str, list[Any]] = defaultdict(list)
     needs_gradient: dict[str, bool] = {}
     handles = []
-    for name, module in model.named_modules():
+    modules = list(model.named_modules()) + ([("(loss)", loss)] if loss is not None else [])
+    for name, module in modules:
         label = name or "model"
 
         def enter(module: nn.Module, args: tuple, label: str = label) -> None:
@@ -68,6 +70,13 @@ def enclosing_layer(event: Any) -> str | None:
     return None
 
 
+def outermost(event: Any) -> Any:
+    """The top-level event ``event`` is part of (itself at the top)."""
+    while event.cpu_parent is not None:
+        event = event.cpu_parent
+    return event
+
+
 def outside_name(event: Any) -> str:
     """What a top-level event outside the model is, for the table."""
     name = event.name.removeprefix(BACKWARD)
@@ -84,13 +93,15 @@ def layer_times(events: list[Any]) -> dict[str, dict[str, float]]:
     """Forward and backward milliseconds per layer (a module's own, its sub-modules' apart) and
     of the work outside the model."""
     times: dict[str, dict[str, float]] = defaultdict(lambda: {"forward": 0.0, "backward": 0.0})
-    owner: dict[int, str] = {}  # forward sequence number → layer (or outside name)
-    for event in events:
-        if event.name.startswith(BACKWARD) or event.name.startswith("layer::"):
+    # Forward sequence number → layer (or outside name). Operators that make no autograd node
+    # carry the number the next node will get, so the last operator with a number, in time, is
+    # the one whose node it is.
+    owner: dict[int, str] = {}
+    for event in sorted(events, key=lambda event: event.time_range.start):
+        if event.name.startswith("layer::") or outermost(event).name.startswith(BACKWARD):
             continue
-        layer = enclosing_layer(event)
-        if event.sequence_nr >= 0 and event.sequence_nr not in owner:
-            owner[event.sequence_nr] = layer or outside_name(event)
+        if event.sequence_nr >= 0:
+            owner[event.sequence_nr] = enclosing_layer(event) or outside_name(event)
     for event in events:
         milliseconds = event.cpu_time_total / 1e3
         if event.name.startswith("layer::"):
@@ -136,7 +147,11 @@ def layer_table(
     the fraction of the GEMM peak; then the copies."""
     lines = [
         f"Step: {step_ms:.1f} ms (profiled). GEMM peak: "
-        + (f"{peak_gflops:.0f} GFLOP/s." if peak_gflops else "not measured."),
+        + (
+            f"{peak_gflops:.0f} GFLOP/s (timed just before and after)."
+            if peak_gflops
+            else "not measured."
+        ),
         "",
         "| layer | forward ms | backward ms | share of step | GFLOP | GFLOP/s | of peak |",
         "|---|---|---|---|---|---|---|",
@@ -170,11 +185,15 @@ def layer_table(
 
 
 def profile_steps(
-    steps: dict[str, Step], setup: Setup, folder: Path, peak_gflops: float | None
+    steps: dict[str, Step],
+    setup: Setup,
+    folder: Path,
+    peak_gflops: Callable[[], float] | None,
 ) -> None:
     """One more call of each step under ``torch.profiler``: ``folder/<step>.txt`` gets its
     operators by self CPU time (and CUDA time on a GPU); on a CPU, for steps that expose their
-    ``model``, ``folder/<step>_layers.md`` gets the layer table (see the module docstring)."""
+    ``model``, ``folder/<step>_layers.md`` gets the layer table (see the module docstring)
+    against the GEMM peak that ``peak_gflops`` measures just before and after the step."""
     folder.mkdir(parents=True, exist_ok=True)
     device = setup.device
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -186,11 +205,15 @@ def profile_steps(
         stem = name.replace(" ", "_")
         model = getattr(step, "model", None)
         by_layer = model is not None and device.type == "cpu" and not setup.compile
+        before = peak_gflops() if peak_gflops and by_layer else None
         with (
-            layer_ranges(model) if by_layer else nullcontext_dict() as needs_gradient,
+            layer_ranges(model, getattr(step, "loss", None))
+            if by_layer
+            else nullcontext_dict() as needs_gradient,
             torch.profiler.profile(activities=activities) as profile,
         ):
             step_ms = 1e3 * time_once(step, device)
+        alongside = (before + peak_gflops()) / 2 if before else None
         table = profile.key_averages().table(sort_by=sort, row_limit=25)
         (folder / f"{stem}.txt").write_text(table + "\n")
         if by_layer:
@@ -201,7 +224,7 @@ def profile_steps(
                 macs,
                 needs_gradient,
                 step_ms,
-                peak_gflops,
+                alongside,
                 copy_milliseconds(events),
             )
             (folder / f"{stem}_layers.md").write_text(f"# {name}\n\n{text}")

@@ -30,6 +30,7 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
         "train.eval_every=0",
         "train.checkpoint_every=0",
         "train.keep_snapshots=0",
+        "model.backbone.pretrained=none",  # random weights: speed does not depend on them
         *args.override,
     ]
     resolved = compose("train", overrides)

@@ -25,7 +25,7 @@ from parsenet.engine.precision import Precision
 from parsenet.engine.trainer import Trainer
 from parsenet.models import build_model
 
-from .peak import with_peak
+from .peak import peak_meter, with_peak
 from .profiling import profile_steps
 from .settings import Setup, layout_note, train_config
 from .timing import Step, figure, rates
@@ -125,7 +125,7 @@ def trainer_step(
         if device.type == "cuda":
             watch.utilisation.append(gpu_utilisation(device))
 
-    step.model = trainer.model  # for profiling
+    step.model, step.loss = trainer.model, trainer.loss  # for profiling
     step.sample_shape = training_shape(
         trainer.cfg["data"], cfg["train"]["batch_size"], trainer.train_set
     )
@@ -251,8 +251,7 @@ def measure_training(args: argparse.Namespace, setup: Setup, peak: dict | None) 
     if "e2e" in results:
         results["e2e"].update(watch.figures(args.repetitions))
     if args.profile:
-        peak_gflops = peak["float32 peak"]["median"] if peak else None
-        profile_steps(steps, setup, args.out / "profiles", peak_gflops)
+        profile_steps(steps, setup, args.out / "profiles", peak_meter(args, setup, peak))
     ratios = {"e2e ÷ step": ("e2e", f"step {crop}"), "e2e ÷ reference": ("e2e", "reference")}
     for size in args.sizes if args.compare_layouts else ():
         ratios[f"step {size}: NHWC ÷ NCHW"] = (f"step {size} NHWC", f"step {size} NCHW")
