@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Quick start, command 2: set up .venv, then lint and run the fast test suite. Extra arguments go
-# to pytest (e.g. `bash scripts/test.sh -m slow`). Real-data tests read PARSENET_VOC and
-# PARSENET_CAMVID (defaulting to ../shared/datasets/… when that folder exists).
+# Quick start, command 2: set up .venv, then lint and run the fast test suite (in parallel, one
+# worker per core). Extra arguments go to pytest (e.g. `bash scripts/test.sh -m slow`).
+# Real-data tests read PARSENET_VOC and PARSENET_CAMVID (defaulting to ../shared/datasets/… when
+# that folder exists).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -14,4 +15,5 @@ if [ -z "${PARSENET_CAMVID:-}" ] && [ -d "$shared/camvid" ]; then
 fi
 .venv/bin/ruff check parsenet tests scripts
 .venv/bin/ruff format --check --quiet parsenet tests scripts
-exec .venv/bin/python -m pytest "$@"
+# One worker per core; each test file stays on one worker (its module fixtures are built once).
+exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"

@@ -104,6 +104,8 @@ def run_ablate(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+# slow: 40 s; the --seeds runner (tests/test_ablate_seeds.py) covers ablate.py by default
+@pytest.mark.slow
 def test_ablation_runner_writes_the_table_and_resumes(tmp_path: Path):
     out = tmp_path / "table"
     rows = "parsenet_vgg16-os8_voc12aug,parsenet-baseline_vgg16-os8_voc12aug"

@@ -157,6 +157,8 @@ def test_bad_sources_are_one_line_errors(tmp_path, torchvision_vgg16):
     assert initialise_backbone(trunk, "none") is None
 
 
+# slow: 37 s (two full-width runs)
+@pytest.mark.slow
 def test_training_records_the_weights_convention_and_eval_uses_it(tmp_path, reducedfc):
     """Train one step from vgg16_reducedfc.pth (input_norm=auto → caffe); the checkpoint says
     caffe, and evaluating it reproduces the training run's final scores."""

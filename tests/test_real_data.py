@@ -33,6 +33,8 @@ def test_every_voc_pair_loads_with_valid_labels(split):
     assert 0 in seen and 255 in seen and len(seen) > 5
 
 
+# slow: 75 s; the VOC sample is still verified and loaded by the default suite
+@pytest.mark.slow
 def test_voc_train_and_eval_through_the_cli(tmp_path: Path):
     root = _env_path("PARSENET_VOC")
     run_dir = tmp_path / "run"
