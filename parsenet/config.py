@@ -104,13 +104,19 @@ def run_folder(
     name: str, overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()
 ) -> Path:
     """The run folder a command with these overrides writes into (``hydra.run.dir``, its
-    time stamp taken now)."""
+    time stamp taken now), the rest of the config checked as :func:`compose` checks it.
+
+    Raises:
+        ConfigError: one line naming the key or group that is wrong.
+    """
     from omegaconf import OmegaConf
 
     with composed(name, overrides, config_dirs, with_hydra=True) as cfg:
         try:
+            job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+            OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
             return Path(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True))
-        except Exception as error:
+        except Exception as error:  # resolution errors: interpolations, missing values
             raise ConfigError(config_error_message(error)) from None
 
 

@@ -17,7 +17,7 @@ from parsenet.data.transforms import eval_transform
 from parsenet.engine.distributed import DistContext, main_process_first, shard_indices
 from parsenet.engine.evaluator import evaluate as confusion_over
 from parsenet.engine.evaluator import gather_bad_samples, shard
-from parsenet.engine.inference import InferenceMode
+from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.engine.scoring import score_prediction_folder
 from parsenet.engine.validation import require_scored_images
 from parsenet.errors import ConfigError
@@ -26,8 +26,6 @@ from parsenet.loading import load_for_inference
 from parsenet.metrics import SplitScores
 from parsenet.report import metrics_record, write_json
 from parsenet.visualize import confusion_image, save_png
-
-WHOLE_IMAGE = InferenceMode("whole")
 
 
 @dataclass

@@ -182,7 +182,7 @@ def export_checkpoint(
             is removed, nothing is kept).
     """
     out = check_output_path(out, fmt)
-    loaded = load_for_inference(checkpoint, "cpu")
+    loaded = load_for_inference(checkpoint, "cpu", channels_last=False)  # traced as NCHW
     out = export_model(loaded.model, fmt, out)
     results = parity(loaded.model, load_runner(fmt, out), check_sizes)
     worst = min(result["argmax_agreement"] for result in results)

@@ -13,7 +13,7 @@ import torch
 from parsenet.data import dataset_info
 from parsenet.data.normalization import InputNormalization, get_normalization
 from parsenet.engine.checkpoint import load_checkpoint, restore_model
-from parsenet.engine.inference import InferenceMode
+from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.engine.layout import (
     INFERENCE_SHAPE,
     LayoutChoice,
@@ -24,7 +24,6 @@ from parsenet.engine.runtime import resolve_device
 from parsenet.errors import ConfigError
 from parsenet.models.pretrained import choose_input_norm
 
-WHOLE_IMAGE = InferenceMode("whole")
 BACKENDS = ("torch", "onnxruntime")
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from parsenet.data.base import read_image
-from parsenet.engine.inference import InferenceMode
+from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.errors import ConfigError, DataError
-from parsenet.loading import WHOLE_IMAGE, InferenceModel, predict_batch
+from parsenet.loading import InferenceModel, predict_batch
 from parsenet.visualize import colorize, overlay, save_label_png, save_png
 
 log = logging.getLogger(__name__)
@@ -138,12 +138,12 @@ def predict_files(
     batch_size: int = 4,
     alpha: float = 0.5,
     mode: InferenceMode = WHOLE_IMAGE,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PredictionReport:
     """Segment every image ``inputs`` names (a file, a folder or a glob) and write its label
     PNG, overlay and side-by-side picture under ``out``, named as :func:`output_names` says
     (``labels/a/same.png`` for ``a/same.jpg``). Images of one size are batched; unreadable
-    files are skipped and reported. ``progress`` is called with the files done.
+    files are skipped and reported. ``progress`` is called with the files done and their total.
 
     Raises:
         ConfigError: ``batch_size`` below 1 or ``alpha`` outside [0, 1] (nothing is written).
@@ -159,7 +159,7 @@ def predict_files(
             write_outputs(image, label, loaded.palette, alpha, Path(out), names[source])
             report.written.append(source)
         if progress is not None:
-            progress(len(report.written) + len(report.skipped))
+            progress(len(report.written) + len(report.skipped), len(paths))
     if not report.written:
         raise DataError(f"inputs={inputs}: none of the {len(paths)} files could be read")
     return report

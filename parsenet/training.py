@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ def train(
     Raises:
         RunFolderBusy: another live process is writing into ``run_dir``.
     """
-    if context is not None and not context.is_main:
-        return Trainer(cfg, run_dir, context).run()
-    with RunFolderLock(run_dir):  # one process per run folder
+    main_process = context is None or context.is_main
+    with RunFolderLock(run_dir) if main_process else nullcontext():  # one process per folder
         return Trainer(cfg, run_dir, context).run()

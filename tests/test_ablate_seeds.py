@@ -8,9 +8,9 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_SYNTHETIC
+from conftest import REPO
 from omegaconf import OmegaConf
-from test_experiments import run_ablate
+from test_experiments import run_ablate, tiny_ablation
 
 ROWS = ["parsenet_vgg16-os8_voc12aug", "parsenet-baseline_vgg16-os8_voc12aug"]
 RELEASED, BASELINE = ROWS
@@ -78,16 +78,7 @@ def test_spread_and_paired_differences_by_hand():
 
 def test_seeds_train_every_row_per_seed_resume_and_pair_with_the_baseline(tmp_path: Path):
     out = tmp_path / "table"
-    overrides = [
-        "data=synthetic",
-        f"data.root={tmp_path / 'synthetic'}",
-        *TINY_SYNTHETIC,
-        "recipe=cpu_miniature",
-        "model.backbone.width_mult=0.0625",
-        "train.max_iters=2",
-        "train.eval_every=0",
-        "train.num_overlays=0",
-    ]
+    overrides = tiny_ablation(tmp_path)
     command = ["voc12", "--out", str(out), "--rows", ",".join(ROWS), "--seeds", "0,1", *overrides]
     result = run_ablate(*command)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -39,7 +39,10 @@ def test_verify_and_show_accept_a_folder_name_with_parentheses_and_a_comma(tmp_p
     assert f"voc at {root}" in result.stdout and "bad files: 0" in result.stdout
     out = tmp_path / ODD_NAME / "grid.png"
     run_cli("data", "show", "voc", "--root", str(root), "--n", "2", "--out", str(out), check=True)
-    assert Image.open(out).size[0] > 0
+    width, height = Image.open(out).size
+    assert (
+        height >= 200 and width > height
+    )  # image | label panels of 200-pixel height, side by side
 
 
 def test_root_with_a_tilde_is_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -45,7 +45,7 @@ def test_tiny_cpu_device_check_ends_its_summary_with_one_line_per_check(tmp_path
     ]
     summary = (out / "summary.txt").read_text().splitlines()
     checks = summary[summary.index("") + 1 :]  # the header, a blank line, then the checks
-    assert summary[-len(checks) :] == checks and len(checks) >= 20
+    assert summary.index("") >= 1 and not CHECK_LINE.match(summary[0]) and len(checks) >= 20
     parsed = [CHECK_LINE.match(line) for line in checks]
     assert all(parsed), checks
     status = {match.group(2): match.group(1) for match in parsed}

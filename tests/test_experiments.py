@@ -94,6 +94,20 @@ def test_caffe_recipe_is_the_original_solver():
     assert mini["loss"]["reduction"] == "mean" and mini["model"]["backbone"]["pretrained"] == "none"
 
 
+def tiny_ablation(tmp_path: Path) -> list[str]:
+    """Overrides that make every row of a table a 2-iteration run on a tiny synthetic set."""
+    return [
+        "data=synthetic",
+        f"data.root={tmp_path / 'synthetic'}",
+        *TINY_SYNTHETIC,
+        "recipe=cpu_miniature",
+        "model.backbone.width_mult=0.0625",
+        "train.max_iters=2",
+        "train.eval_every=0",
+        "train.num_overlays=0",
+    ]
+
+
 def run_ablate(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / "ablate.py"), *args],
@@ -109,16 +123,7 @@ def run_ablate(*args: str) -> subprocess.CompletedProcess:
 def test_ablation_runner_writes_the_table_and_resumes(tmp_path: Path):
     out = tmp_path / "table"
     rows = "parsenet_vgg16-os8_voc12aug,parsenet-baseline_vgg16-os8_voc12aug"
-    overrides = [
-        "data=synthetic",
-        f"data.root={tmp_path / 'synthetic'}",
-        *TINY_SYNTHETIC,
-        "recipe=cpu_miniature",
-        "model.backbone.width_mult=0.0625",
-        "train.max_iters=2",
-        "train.eval_every=0",
-        "train.num_overlays=0",
-    ]
+    overrides = tiny_ablation(tmp_path)
     result = run_ablate("voc12", "--out", str(out), "--rows", rows, *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     with open(out / "table.csv") as handle:

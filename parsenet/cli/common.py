@@ -109,7 +109,6 @@ def prepared_run_folder(
     """Check the overrides, then choose, check and lock the folder this single run writes
     into (before Hydra writes its config there)."""
     refuse_sweeps(overrides)
-    compose(config_name, overrides, config_dirs)
     path = run_folder(config_name, overrides, config_dirs)
     return RunFolder(path, owner=os.environ.get("RANK", "0") == "0").open()
 

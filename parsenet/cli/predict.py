@@ -17,7 +17,7 @@ from tqdm import tqdm
 from parsenet.cli.common import hydra_command
 from parsenet.engine.inference import InferenceMode
 from parsenet.loading import load_for_inference
-from parsenet.prediction_files import check_settings, find_inputs, predict_files
+from parsenet.prediction_files import check_settings, predict_files
 
 
 @hydra_command("predict")
@@ -31,8 +31,12 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
         channels_last=cfg["channels_last"],
         backend=cfg["backend"],
     )
-    total = len(find_inputs(cfg["inputs"]))
-    with tqdm(total=total, desc="predict", disable=None) as bar:
+    with tqdm(desc="predict", disable=None) as bar:
+
+        def show(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
         report = predict_files(
             loaded,
             cfg["inputs"],
@@ -40,7 +44,7 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             cfg["batch_size"],
             cfg["alpha"],
             mode,
-            progress=lambda done: bar.update(done - bar.n),
+            progress=show,
         )
     print(
         f"predicted {len(report.written)} image(s) into {run_dir} "

@@ -111,7 +111,7 @@ def training_datasets(
 
 def training_shape(
     data_cfg: dict[str, Any], batch_size: int, train_set: SegmentationDataset
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int, int]:  # only read when the layout is measured (channels_last=auto)
     """The shape of a training batch, for choosing the layout: ``batch_size``×3×crop×crop, or
     without a crop (whole images) the size of the first training image (512×512 when it cannot
     be read; the error, if any, comes where training reads it)."""
@@ -145,7 +145,9 @@ def assemble(
     layout = choose_memory_format(
         model,
         context.device,
-        training_shape(config["data"], settings.batch_size, train_set),
+        training_shape(config["data"], settings.batch_size, train_set)
+        if settings.channels_last == "auto"
+        else (settings.batch_size, 3, 1, 1),  # a forced layout needs no shape
         settings.channels_last,
         training=True,
         amp=settings.amp,

@@ -15,10 +15,8 @@ from parsenet.engine.distributed import (
     gather_objects,
     shard_indices,
 )
-from parsenet.engine.inference import InferenceMode
+from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.metrics import SplitScores
-
-WHOLE = InferenceMode("whole")
 
 
 def shard(dataset: Dataset, context: DistContext) -> Dataset:
@@ -83,6 +81,6 @@ def evaluate(
             continue
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
-        prediction = (mode or WHOLE).scores(model, images).argmax(dim=1)
+        prediction = (mode or WHOLE_IMAGE).scores(model, images).argmax(dim=1)
         scores.update(prediction, labels)
     return sum_over_processes(scores, context)

@@ -73,6 +73,9 @@ class InferenceMode:
         return model(images)
 
 
+WHOLE_IMAGE = InferenceMode("whole")
+
+
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
     """Start offsets of windows that cover ``length`` (the last one flush with the end)."""
     if length <= crop:

@@ -103,13 +103,6 @@ class TrainSettings:
         return Path(self.resume)
 
 
-def positive_number(key: str, value: Any) -> float:
-    """``value`` if it is a number > 0, else a :class:`ConfigError` naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{key}={value!r} must be a number > 0")
-    return float(value)
-
-
 def number_at_least(key: str, value: Any, minimum: float, strict: bool) -> float:
     """``value`` if it is a number above ``minimum`` (or equal, unless ``strict``), else a
     :class:`ConfigError` naming ``key``."""

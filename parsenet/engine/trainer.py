@@ -63,7 +63,7 @@ class Trainer:
         parts = assemble(cfg, self.settings, self.info, self.context)
         self.cfg = parts.config
         self.model, self.memory_format = parts.model, parts.memory_format
-        self.train_set, self.val_set = parts.train_set, parts.val_set
+        self.train_set = parts.train_set
         self.validation = parts.validation
         self.optimizer, self.loss = parts.optimizer, parts.loss
         self.global_batch = self.settings.batch_size * self.context.world_size
