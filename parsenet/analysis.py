@@ -40,7 +40,8 @@ def feature_norms(
 
 
 def learned_scales(model: torch.nn.Module) -> dict[str, dict[str, float]]:
-    """Mean, min and max of every L2Norm's γ, by module name."""
+    """Mean, min and max of every L2Norm's γ, by module name, and ``change``: the mean of
+    |γ − γ₀| over its channels (γ₀ the value it was built with; opposite moves do not cancel)."""
     summary = {}
     for name, module in model.named_modules():
         if isinstance(module, L2Norm):
@@ -49,6 +50,7 @@ def learned_scales(model: torch.nn.Module) -> dict[str, dict[str, float]]:
                 "mean": gamma.mean().item(),
                 "min": gamma.min().item(),
                 "max": gamma.max().item(),
+                "change": (gamma - module.initial_scale).abs().mean().item(),
                 "channels": gamma.numel(),
             }
     return summary

@@ -1,5 +1,6 @@
 """Figure 2 statistics: feature norms before normalisation and the learned scales."""
 
+import pytest
 import torch
 
 from parsenet.analysis import feature_norms, learned_scales
@@ -28,7 +29,12 @@ def test_learned_scales_lists_every_l2norm():
     scales = learned_scales(model)
     assert set(scales) == {f"head.norms.{key}" for key in model.head.norms}
     assert scales["head.norms.conv4_3"]["max"] == 30.0
-    assert scales["head.norms.fc7"] == {"mean": 10.0, "min": 10.0, "max": 10.0, "channels": 64}
+    assert scales["head.norms.fc7"] == {
+        "mean": 10.0, "min": 10.0, "max": 10.0, "change": 0.0, "channels": 64
+    }  # fmt: skip
+    norm = model.head.norms["conv4_3"]
+    expected = abs(30.0 - norm.initial_scale) / norm.channels  # one channel moved
+    assert scales["head.norms.conv4_3"]["change"] == pytest.approx(expected)
 
 
 ALL = ["conv3_3", "conv4_3", "conv5_3", "fc7", "pool6"]

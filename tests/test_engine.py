@@ -165,6 +165,7 @@ def test_jsonl_log_and_tensorboard_get_every_scalar(tmp_path: Path):
         insight
     )
     assert insight["gamma/fc7"] == pytest.approx(10.0, abs=0.1)  # γ₀ = 10, barely trained
+    assert 0 < insight["gamma_change/fc7"] < 0.1
     assert insight["feature_norm/pool6"] < insight["feature_norm/fc7"]
     assert any(key.startswith("val_iou/") for key in insight)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

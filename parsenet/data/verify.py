@@ -8,15 +8,14 @@ class frequencies and every bad file, so one run finds all problems instead of t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from parsenet.data import build_dataset, dataset_info
-from parsenet.data.base import SegmentationDataset
 from parsenet.data.info import DatasetInfo
+from parsenet.data.statistics import label_statistics
 from parsenet.errors import DataError
 
 
@@ -39,12 +38,6 @@ class SplitReport:
     images: np.ndarray | None = None
 
 
-def class_histogram(dataset: SegmentationDataset, index: int) -> np.ndarray:
-    """Pixels per value 0–255 of one checked pair's label (raises DataError if the pair is bad)."""
-    _, label = dataset.load_pair(index)
-    return np.bincount(label.ravel(), minlength=256)
-
-
 def verify_split(
     data_cfg: Mapping[str, Any], split: str, info: DatasetInfo, workers: int = 4
 ) -> SplitReport:
@@ -56,24 +49,8 @@ def verify_split(
         report.problems.append(str(error))
         return report
     report.count = len(dataset)
-    classes = info.num_classes
-    report.pixels = np.zeros(classes + 1, dtype=np.int64)
-    report.images = np.zeros(classes, dtype=np.int64)
-
-    def check(index: int) -> np.ndarray | str:
-        try:
-            return class_histogram(dataset, index)
-        except DataError as error:
-            return str(error)
-
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        for result in pool.map(check, range(len(dataset))):
-            if isinstance(result, str):
-                report.problems.append(result)
-                continue
-            report.pixels[:classes] += result[:classes]
-            report.pixels[classes] += result[info.ignore_index]
-            report.images += result[:classes] > 0
+    stats = label_statistics(dataset, info.num_classes, info.ignore_index, workers)
+    report.pixels, report.images, report.problems = stats.pixels, stats.images, stats.problems
     return report
 
 

@@ -23,6 +23,7 @@ from parsenet.data.transforms import eval_transform, train_transform
 from parsenet.engine.distributed import DistContext, main_process_first
 from parsenet.engine.evaluator import shard
 from parsenet.engine.layout import choose_memory_format
+from parsenet.engine.loss import resolve_class_weight
 from parsenet.engine.optim import build_optimizer, parameter_groups
 from parsenet.engine.settings import TrainSettings
 from parsenet.engine.validation import Validation
@@ -175,7 +176,14 @@ def assemble(
         ),
     )
     scheduler = instantiate(config["schedule"], "schedule")(optimizer, settings.max_iters)
-    loss = instantiate(config["loss"], "loss", ignore_index=info.ignore_index)
+    class_weight = resolve_class_weight(
+        config["loss"].get("class_weight"), train_set, info.num_classes, info.ignore_index
+    )
+    if class_weight is not None:
+        log.info("class weights: %s", ", ".join(f"{w:.3g}" for w in class_weight))
+    loss = instantiate(
+        config["loss"], "loss", ignore_index=info.ignore_index, class_weight=class_weight
+    ).to(context.device)
     validation = Validation(
         val_set,
         val_loader,

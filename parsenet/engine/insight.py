@@ -52,14 +52,15 @@ def stack_panels(panels: list[np.ndarray]) -> np.ndarray:
 
 
 def normalisation_scalars(model: SegmentationNet, images: list[torch.Tensor]) -> dict[str, float]:
-    """The paper's Figure 2, live: mean γ of every L2Norm and the mean L2 norm, before
-    normalisation, of every layer the head taps (pool6 = the global average of fc7)."""
+    """The paper's Figure 2, live: mean γ of every L2Norm, its mean |γ − γ₀|, and the mean L2
+    norm, before normalisation, of every layer the head taps (pool6 = the global average of fc7)."""
     taps = [*model.head.spatial_taps, *([CONTEXT_TAP] if model.head.context_bins else [])]
     values = {
         f"feature_norm/{name}": value for name, value in feature_norms(model, images, taps).items()
     }
     for name, summary in learned_scales(model).items():
         values[f"gamma/{name.removeprefix('head.norms.')}"] = summary["mean"]
+        values[f"gamma_change/{name.removeprefix('head.norms.')}"] = summary["change"]
     return values
 
 

@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from parsenet.data.base import SegmentationDataset
+from parsenet.data.statistics import label_statistics, median_frequency_weights
+from parsenet.errors import ConfigError, DataError
 
 LOSS_REDUCTIONS = ("mean", "sum")
 
 
 def segmentation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, reduction: str = "mean"
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int,
+    reduction: str = "mean",
+    class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixel-wise cross-entropy over labelled pixels, in float32.
 
     ``mean`` averages over the labelled pixels of the batch (0, not NaN, when there are none);
     ``sum`` sums over them and divides by the batch size only — Caffe's ``SoftmaxWithLoss`` with
     ``normalize: false``, the paper's setting, whose learning rate is ≈ N_labelled_pixels times
-    smaller (1e-8 there ≈ 1.5e-3 to 1.9e-3 with ``mean`` on VOC images).
+    smaller (1e-8 there ≈ 1.5e-3 to 1.9e-3 with ``mean`` on VOC images). With ``class_weight``
+    (one weight per class) each pixel's term is multiplied by its class's weight and ``mean``
+    divides by the summed weights of the labelled pixels instead of their count.
     """
-    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    total = F.cross_entropy(
+        logits.float(), labels, weight=class_weight, ignore_index=ignore_index, reduction="sum"
+    )
     if reduction == "sum":
         return total / labels.shape[0]
-    return total / (labels != ignore_index).sum().clamp(min=1)
+    labelled = labels != ignore_index
+    if class_weight is None:
+        return total / labelled.sum().clamp(min=1)
+    return total / class_weight[labels[labelled]].sum().clamp(min=torch.finfo(total.dtype).tiny)
 
 
 class SegmentationLoss(nn.Module):
@@ -32,15 +50,53 @@ class SegmentationLoss(nn.Module):
         reduction: ``mean`` or ``sum`` (see :func:`segmentation_loss`).
         ignore_index: the label value that is not scored (255 in every dataset here; the trainer
             passes the dataset's own).
+        class_weight: ``None`` (every class 1), one non-negative weight per class, or
+            ``median_frequency`` — computed from the training labels by the trainer
+            (:func:`resolve_class_weight`), which passes the numbers here.
     """
 
-    def __init__(self, reduction: str = "mean", ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        reduction: str = "mean",
+        ignore_index: int = 255,
+        class_weight: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         if reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss.reduction={reduction!r} is not one of {LOSS_REDUCTIONS}")
         self.reduction = reduction
         self.ignore_index = ignore_index
+        weight = None if class_weight is None else torch.tensor(class_weight, dtype=torch.float32)
+        self.register_buffer("class_weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of N×K×H×W logits against N×H×W labels."""
-        return segmentation_loss(logits, labels, self.ignore_index, self.reduction)
+        return segmentation_loss(
+            logits, labels, self.ignore_index, self.reduction, self.class_weight
+        )
+
+
+def resolve_class_weight(
+    setting: Any, train_set: SegmentationDataset, num_classes: int, ignore_index: int
+) -> list[float] | None:
+    """``loss.class_weight`` as numbers: ``null`` → None, ``median_frequency`` → computed from
+    the training split's labels, a list → checked (one non-negative number per class)."""
+    if setting is None:
+        return None
+    if setting == "median_frequency":
+        stats = label_statistics(train_set, num_classes, ignore_index)
+        if stats.problems and train_set.on_bad_sample == "raise":
+            raise DataError(stats.problems[0])
+        return [round(float(weight), 6) for weight in median_frequency_weights(stats)]
+    fix = f"give {num_classes} non-negative numbers (one per class), median_frequency or null"
+    if isinstance(setting, str) or not isinstance(setting, Sequence):
+        raise ConfigError(f"loss.class_weight={setting!r}: {fix}")
+    try:
+        weights = [float(value) for value in setting]
+    except (TypeError, ValueError):
+        raise ConfigError(f"loss.class_weight={list(setting)!r}: {fix}") from None
+    if len(weights) != num_classes:
+        raise ConfigError(f"loss.class_weight has {len(weights)} values: {fix}")
+    if min(weights) < 0 or not any(weights):
+        raise ConfigError(f"loss.class_weight={weights}: negative or all zero; {fix}")
+    return weights

@@ -32,6 +32,7 @@ class L2Norm(nn.Module):
         super().__init__()
         self.channels = channels
         self.eps = eps
+        self.initial_scale = float(scale)
         gamma = torch.full((1 if channel_shared else channels,), float(scale))
         if learn_scale:
             self.weight = nn.Parameter(gamma)
