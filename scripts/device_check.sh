@@ -33,26 +33,17 @@ while [ $# -gt 0 ]; do
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
-started="$(date +%s)"
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-log="$out/device_check.log"
-: > "$log"
-rm -f "$out/summary.txt" "$out/benchmark.json" "$out/benchmark.md"
-work="$(mktemp -d "${TMPDIR:-/tmp}/parsenet_device_check.XXXXXX")"
+# PYTHON, log, work, say, step, the packages (step 1) and $camvid: shared with
+# scripts/device_fidelity.sh.
+label="device check"
+outputs="summary.txt benchmark.json benchmark.md"
+source "$repo/scripts/device_env.sh"
 if [ "$keep" = 1 ]; then
     echo "device check: scratch folder $work (kept)"
 else
     trap 'rm -rf "$work"' EXIT
 fi
-: > "$work/steps.tsv"
-export PYTHONUNBUFFERED=1 PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::DeprecationWarning}"
 export CUBLAS_WORKSPACE_CONFIG="${CUBLAS_WORKSPACE_CONFIG:-:4096:8}"
-
-# say, step, the packages (step 1) and $camvid: shared with scripts/device_fidelity.sh.
-label="device check"
-source "$repo/scripts/device_env.sh"
 
 # 2. The CUDA tests on --device, each appending its figure to figures.jsonl (--device cpu
 # --tiny hides the GPUs: they skip as on a machine without one).

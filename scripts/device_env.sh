@@ -1,9 +1,21 @@
 # Sourced by scripts/device_check.sh and scripts/device_fidelity.sh (not run on its own): what
 # both need on the GPU machine, which has no network and sees only the repository. Expects repo,
-# work (a scratch folder with steps.tsv), log, label and PYTHON; defines say and step, installs
-# the wheels of .whl/ and the checkout where they are missing, and sets camvid (and
-# PARSENET_CAMVID) to the first CamVid folder found: .device_data/camvid, $PARSENET_CAMVID,
-# ../shared/datasets/camvid.
+# out (the --out folder), label (the script's name in messages, which also names its log and
+# scratch folder) and outputs (the files of --out the script rewrites). Sets PYTHON (default
+# .venv/bin/python, else python3), started, log, work (a scratch folder with steps.tsv; the script
+# removes it), defines say and step, installs the wheels of .whl/ and the checkout where they are
+# missing, and sets camvid (and PARSENET_CAMVID) to the first CamVid folder found:
+# .device_data/camvid, $PARSENET_CAMVID, ../shared/datasets/camvid.
+PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+started="$(date +%s)"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+log="$out/${label// /_}.log"
+: > "$log"
+for output in $outputs; do rm -f "$out/$output"; done
+work="$(mktemp -d "${TMPDIR:-/tmp}/parsenet_${label// /_}.XXXXXX")"
+: > "$work/steps.tsv"
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::DeprecationWarning}"
 
 say() { echo "$label: $*" | tee -a "$log"; }
 

@@ -12,7 +12,7 @@
 # --data: a CamVid folder in the SegNet layout (default: .device_data/camvid, made by
 # scripts/device_data.sh --train 120 --val 50, about 45 MB; else $PARSENET_CAMVID).
 # Writes into --out (default runs/device_fidelity/): table.md and table.csv (the ablation
-# table), fidelity.log (everything) and summary.txt (machine, settings, time, the table).
+# table), device_fidelity.log (everything) and summary.txt (machine, settings, time, the table).
 # --device cpu --tiny: width 1/16, 4 iterations, 64² crops, batch 2, float32 — the same path in
 # miniature, which tests/test_device_fidelity.py runs. Exit status 1 when a run fails.
 set -uo pipefail
@@ -36,19 +36,10 @@ while [ $# -gt 0 ]; do
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
-started="$(date +%s)"
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-log="$out/fidelity.log"
-: > "$log"
-rm -f "$out/summary.txt" "$out/table.md" "$out/table.csv"
-work="$(mktemp -d "${TMPDIR:-/tmp}/parsenet_device_fidelity.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-: > "$work/steps.tsv"
-export PYTHONUNBUFFERED=1 PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::DeprecationWarning}"
 label="device fidelity"
+outputs="summary.txt table.md table.csv"
 source "$repo/scripts/device_env.sh"
+trap 'rm -rf "$work"' EXIT
 if [ -n "$data" ]; then
     camvid="$(cd "$data" 2>/dev/null && pwd)" || camvid=""
     [ -f "$camvid/train.txt" ] || { echo "error: --data $data: no CamVid train.txt there" >&2; exit 2; }
@@ -93,7 +84,7 @@ print(f"{device_name(device)}, torch {torch.__version__}")' "$device")"
     echo "mode: device $device$([ "$tiny" = 1 ] && echo ', tiny'); seeds $seeds; $iters iterations; CamVid: $camvid ($(grep -c . "$camvid/train.txt") train, $(grep -c . "$camvid/val.txt") val)"
     echo "settings: recipe=cpu_miniature ${settings[*]}"
     echo "time: $elapsed s$([ "$tiny" = 0 ] && [ "${device#cuda}" != "$device" ] && { [ "$elapsed" -le 480 ] && echo ' (within 8 minutes)' || echo ' (over 8 minutes)'; })"
-    echo "status: $([ "$status" = 0 ] && echo 'every run finished' || echo "ablate.py failed (exit status $status; see fidelity.log)")"
+    echo "status: $([ "$status" = 0 ] && echo 'every run finished' || echo "ablate.py failed (exit status $status; see device_fidelity.log)")"
     echo
     [ -f "$out/table.md" ] && cat "$out/table.md"
 } > "$out/summary.txt"

@@ -53,7 +53,7 @@ def test_tiny_cpu_fidelity_run_trains_both_rows_on_two_seeds(tmp_path: Path):
     )
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-3000:]
     assert sorted(path.name for path in out.iterdir()) == [
-        "fidelity.log",
+        "device_fidelity.log",
         "summary.txt",
         "table.csv",
         "table.md",
