@@ -18,8 +18,13 @@ from parsenet.errors import ConfigError
 
 
 def config_dir() -> Path:
-    """The folder of the shipped configs (``train.yaml``, ``model/``, ``data/``, …)."""
-    return Path(str(resources.files("parsenet.configs")))
+    """The folder of the shipped configs (``train.yaml``, ``model/``, ``data/``, …): the
+    installed package ``parsenet.configs`` (a wheel or an editable install), else the
+    ``configs/`` folder beside the package in a checkout that is only on ``sys.path``."""
+    try:
+        return Path(str(resources.files("parsenet.configs")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "configs"
 
 
 def config_names(group: str) -> list[str]:

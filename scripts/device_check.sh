@@ -3,23 +3,25 @@
 # H100/H200-class GPU, where it is meant to finish within 8 minutes; not yet run on a GPU):
 #   bash scripts/device_check.sh [--out DIR] [--device cuda|cuda:N|cpu] [--tiny] [--keep]
 # 1. installs the wheels of .whl/ (scripts/device_wheels.sh) with pip --no-index --no-deps
-#    --target when hydra, omegaconf or albumentations cannot be imported, and the checkout itself
-#    (pip -e, no dependencies) when its configs are not importable;
+#    --target when hydra, omegaconf or albumentations cannot be imported, and puts the checkout
+#    on PYTHONPATH when parsenet is not installed (scripts/device_env.sh);
 # 2. runs the CUDA tests (pytest -m gpu tests/test_gpu.py), each recording its figure;
 # 3. runs scripts/benchmark.py on the device: GEMM peaks, the model step at 512² batch 8 (full
 #    width, bf16, channels last) eager and compiled, the trainer on CamVid images
 #    (.device_data/camvid from scripts/device_data.sh, else $PARSENET_CAMVID) against the step and
 #    a reference loop, inference at 500×375;
-# 4. writes into --out (default runs/device_check/): device_check.log (everything),
+# 4. writes into --out (default runs/device_check/ of the checkout; a relative one is taken
+#    from the current folder): device_check.log (everything),
 #    benchmark.json, benchmark.md and summary.txt, which ends with one line per check
 #    (PASS/FAIL/SKIP, name, figure) and is printed at the end. Exit status 1 if any check fails.
 # --device cpu --tiny: the same steps in miniature on the CPU (the GPU tests skip; targets are
 # not judged), which tests/test_device_check.py runs so that this script keeps working.
 # --keep: keep the scratch folder (run folders, test outputs) and print where it is.
 set -uo pipefail
+caller="$PWD"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-out="runs/device_check"
+out="$repo/runs/device_check"
 device="cuda"
 tiny=0
 keep=0
@@ -38,11 +40,6 @@ done
 label="device check"
 outputs="summary.txt benchmark.json benchmark.md"
 source "$repo/scripts/device_env.sh"
-if [ "$keep" = 1 ]; then
-    echo "device check: scratch folder $work (kept)"
-else
-    trap 'rm -rf "$work"' EXIT
-fi
 export CUBLAS_WORKSPACE_CONFIG="${CUBLAS_WORKSPACE_CONFIG:-:4096:8}"
 
 # 2. The CUDA tests on --device, each appending its figure to figures.jsonl (--device cpu

@@ -1,19 +1,28 @@
 # Sourced by scripts/device_check.sh and scripts/device_fidelity.sh (not run on its own): what
-# both need on the GPU machine, which has no network and sees only the repository. Expects repo,
-# out (the --out folder), label (the script's name in messages, which also names its log and
-# scratch folder) and outputs (the files of --out the script rewrites). Sets PYTHON (default
-# .venv/bin/python, else python3), started, log, work (a scratch folder with steps.tsv; the script
-# removes it), defines say and step, installs the wheels of .whl/ and the checkout where they are
-# missing, and sets camvid (and PARSENET_CAMVID) to the first CamVid folder found:
-# .device_data/camvid, $PARSENET_CAMVID, ../shared/datasets/camvid.
+# both need on the GPU machine, which has no network and sees only the repository. Expects repo
+# (the current folder), caller (the folder the script was started from: a relative --out is
+# taken from there), out (the --out folder), label (the script's name in messages, which also
+# names its log and scratch folder), outputs (the files of --out the script rewrites) and keep
+# (1: leave the scratch folder). Sets PYTHON (default .venv/bin/python, else python3), started,
+# log and work (a scratch folder with steps.tsv, removed at exit unless keep), defines say and
+# step, installs the wheels of .whl/ where hydra, omegaconf or albumentations are missing, puts
+# the checkout on PYTHONPATH where parsenet is not installed, and sets camvid (and
+# PARSENET_CAMVID) to the first CamVid folder found: .device_data/camvid, $PARSENET_CAMVID,
+# ../shared/datasets/camvid.
 PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
 started="$(date +%s)"
+case "$out" in /*) ;; *) out="$caller/$out" ;; esac
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 log="$out/${label// /_}.log"
 : > "$log"
 for output in $outputs; do rm -f "$out/$output"; done
 work="$(mktemp -d "${TMPDIR:-/tmp}/parsenet_${label// /_}.XXXXXX")"
+if [ "$keep" = 1 ]; then
+    echo "$label: scratch folder $work (kept)"
+else
+    trap 'rm -rf "$work"' EXIT
+fi
 : > "$work/steps.tsv"
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::DeprecationWarning}"
 
@@ -49,9 +58,10 @@ if ! "$PYTHON" -c 'import hydra, omegaconf, albumentations' 2>/dev/null; then
         printf 'install wheels\t1\t0\thydra, omegaconf or albumentations missing and no .whl/: run scripts/device_wheels.sh where the registry is reachable\n' >> "$work/steps.tsv"
     fi
 fi
-if ! "$PYTHON" -c 'import parsenet.configs' 2>/dev/null; then
-    step "install parsenet" 60 "pip install -e . (no dependencies)" \
-        "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index -e "$repo"
+# The checkout itself: on PYTHONPATH where parsenet is not installed (no pip, no setuptools
+# needed; parsenet.config then finds configs/ beside the package).
+if ! (cd / && "$PYTHON" -c 'import parsenet.config') 2>/dev/null; then
+    export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 # The CamVid images (scripts/device_data.sh makes .device_data/camvid, which travels).

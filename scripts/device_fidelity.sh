@@ -3,27 +3,32 @@
 # where it is meant to finish within 8 minutes; not yet run on a GPU): the VOC table's stride-8
 # baseline (no context) and the released ParseNet (late fusion) at full width from random
 # initialisation (the machine cannot download weights), 2 seeds each, trained on the CamVid
-# subset that travels with the repository and scored on its val images with mIoU and the context
-# statistics, with paired differences (scripts/ablate.py --seeds; README, GPU).
+# subset sent along with the repository and scored on its val images with mIoU and the context
+# statistics, with paired differences (scripts/ablate.py --seeds; README, GPU). The subset is
+# .device_data/camvid (git-ignored: carry it, with .whl/, to the GPU machine).
 #   bash scripts/device_fidelity.sh [--out DIR] [--device cuda|cuda:N|cpu] [--data DIR]
 #        [--iters N] [--seeds 0,1] [--tiny]
 # Settings: recipe=cpu_miniature (AdamW 3e-4, poly, random scaling 0.75–1.25 and flips) at
 # width 1, batch 8, 320² crops, bf16 autocast, channels last, --iters iterations (2000).
 # --data: a CamVid folder in the SegNet layout (default: .device_data/camvid, made by
 # scripts/device_data.sh --train 120 --val 50, about 45 MB; else $PARSENET_CAMVID).
-# Writes into --out (default runs/device_fidelity/): table.md and table.csv (the ablation
-# table), device_fidelity.log (everything) and summary.txt (machine, settings, time, the table).
+# Writes into --out (default runs/device_fidelity/ of the checkout; a relative --out or --data
+# is taken from the current folder): table.md and table.csv (the ablation table),
+# device_fidelity.log (everything), summary.txt (machine, settings, time, the table) and runs/
+# (the four runs: rerunning the same command resumes them). Exit status 1 when a run fails.
 # --device cpu --tiny: width 1/16, 4 iterations, 64² crops, batch 2, float32 — the same path in
-# miniature, which tests/test_device_fidelity.py runs. Exit status 1 when a run fails.
+# miniature, which tests/test_device_fidelity.py runs.
 set -uo pipefail
+caller="$PWD"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-out="runs/device_fidelity"
+out="$repo/runs/device_fidelity"
 device="cuda"
 data=""
 iters=2000
 seeds="0,1"
 tiny=0
+keep=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out="$2"; shift 2 ;;
@@ -32,24 +37,30 @@ while [ $# -gt 0 ]; do
         --iters) iters="$2"; shift 2 ;;
         --seeds) seeds="$2"; shift 2 ;;
         --tiny) tiny=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+if [ -n "$data" ]; then
+    case "$data" in /*) ;; *) data="$caller/$data" ;; esac
+    if [ ! -f "$data/train.txt" ] || [ ! -f "$data/val.txt" ]; then
+        echo "error: --data $data: no CamVid train.txt and val.txt there (the SegNet layout)" >&2
+        exit 2
+    fi
+fi
 label="device fidelity"
 outputs="summary.txt table.md table.csv"
 source "$repo/scripts/device_env.sh"
-trap 'rm -rf "$work"' EXIT
 if [ -n "$data" ]; then
-    camvid="$(cd "$data" 2>/dev/null && pwd)" || camvid=""
-    [ -f "$camvid/train.txt" ] || { echo "error: --data $data: no CamVid train.txt there" >&2; exit 2; }
+    camvid="$(cd "$data" && pwd)"
+    export PARSENET_CAMVID="$camvid"
 fi
 if [ -z "$camvid" ]; then
-    echo "error: no CamVid images: run scripts/device_data.sh --train 120 --val 50 (or pass --data)" >&2
+    say "error: no CamVid images: run scripts/device_data.sh --train 120 --val 50 (or pass --data)"
     exit 2
 fi
 if grep -q $'^install[^\t]*\t[1-9]' "$work/steps.tsv"; then
-    say "the packages could not be installed (see $log)"
+    say "error: the packages could not be installed: $(cut -f4 "$work/steps.tsv" | tr '\n' ' ')"
     exit 1
 fi
 
@@ -65,12 +76,16 @@ settings+=("device=$device" "data.root=$camvid" "train.max_iters=$iters"
            "train.eval_every=$iters" "train.checkpoint_every=$iters" train.keep_snapshots=0
            train.num_overlays=0 train.log_every=100)
 rows=parsenet-baseline_vgg16-os8_voc12aug,parsenet_vgg16-os8_voc12aug
-step "ablation" 560 "2 rows × seeds $seeds" \
-    "$PYTHON" scripts/ablate.py voc12 --seeds "$seeds" --rows "$rows" --out "$work/table" \
+# What is left of 9 minutes (the device's 10 minutes a command, less the summary and the kill
+# grace), at least 2: an interrupted ablation resumes from $out/runs when run again.
+limit=$((540 - ($(date +%s) - started)))
+[ "$limit" -lt 120 ] && limit=120
+step "ablation" "$limit" "2 rows × seeds $seeds" \
+    "$PYTHON" scripts/ablate.py voc12 --seeds "$seeds" --rows "$rows" --out "$out/runs" \
     data=camvid recipe=cpu_miniature "${settings[@]}"
 status=$?
 for name in table.md table.csv; do
-    [ -f "$work/table/$name" ] && cp "$work/table/$name" "$out/$name"
+    [ -f "$out/runs/$name" ] && cp "$out/runs/$name" "$out/$name"
 done
 
 elapsed=$(($(date +%s) - started))
@@ -88,5 +103,5 @@ print(f"{device_name(device)}, torch {torch.__version__}")' "$device")"
     echo
     [ -f "$out/table.md" ] && cat "$out/table.md"
 } > "$out/summary.txt"
-cat "$out/summary.txt" | tee -a "$log"
+tee -a "$log" < "$out/summary.txt"
 [ "$status" = 0 ] || exit 1

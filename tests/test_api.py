@@ -3,6 +3,9 @@ the user's own config folders, and the package layout the wheel is built from.""
 
 import configparser
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +152,18 @@ def test_every_package_is_listed_for_the_wheel():
     assert setup["options"]["package_dir"].split() == ["parsenet.configs", "=", "configs"]
     assert (REPO / "configs" / "__init__.py").is_file()
     assert parsenet.compose("eval", ["checkpoint=x.pt"])["mode"] == "whole"
+
+
+def test_a_checkout_that_is_only_on_sys_path_finds_its_configs(tmp_path: Path):
+    """Without any install (no site-packages, as on a machine that only has the checkout on
+    PYTHONPATH), ``config_dir`` falls back to ``configs/`` beside the package."""
+    found = subprocess.run(
+        [sys.executable, "-S", "-c", "from parsenet.config import config_dir; print(config_dir())"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()) == REPO / "configs"

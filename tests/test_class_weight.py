@@ -9,18 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_MODEL, assert_one_line_error, run_cli, write_palette_png, write_voc_tree
 
 from parsenet.data import build_dataset
 from parsenet.data.statistics import label_statistics, median_frequency_weights
-from parsenet.engine.loss import SegmentationLoss, resolve_class_weight, segmentation_loss
+from parsenet.engine.class_weight import checked_class_weight
+from parsenet.engine.loss import SegmentationLoss, segmentation_loss
 from parsenet.errors import ConfigError
-from tests.conftest import (
-    TINY_MODEL,
-    assert_one_line_error,
-    run_cli,
-    write_palette_png,
-    write_voc_tree,
-)
 
 
 def voc_with_labels(root: Path, labels: list[np.ndarray]) -> Path:
@@ -67,15 +62,28 @@ def test_weighted_loss_matches_the_definition() -> None:
     ones = SegmentationLoss("mean", 255, [1.0, 1.0, 1.0])(logits, labels)
     torch.testing.assert_close(ones, SegmentationLoss("mean", 255)(logits, labels))
     assert not torch.equal(loss, ones)
+    # Nothing to learn from: every pixel ignored, or only zero-weight classes → 0, not NaN.
+    ignored = torch.full_like(labels, 255)
+    assert segmentation_loss(logits, ignored, 255, "mean", weight).item() == 0.0
+    zero_weight = torch.tensor([0.0, 1.0, 1.0])
+    only_zero = torch.zeros_like(labels)
+    assert segmentation_loss(logits, only_zero, 255, "mean", zero_weight).item() == 0.0
 
 
 @pytest.mark.parametrize(
-    "setting", [[1.0, 2.0], [1.0, -1.0, 1.0], "inverse", [0, 0, 0], ["a", 1, 1], 3]
+    "setting",
+    [[1.0, 2.0], [1.0, -1.0, 1.0], "inverse", [0, 0, 0], ["a", 1, 1], 3, [1, float("nan"), 1]],
 )
 def test_bad_class_weights_are_one_line_config_errors(setting) -> None:
     with pytest.raises(ConfigError, match="loss.class_weight") as caught:
-        resolve_class_weight(setting, None, 3, 255)
+        checked_class_weight(setting, 3)
     assert "\n" not in str(caught.value)
+
+
+def test_good_class_weights_pass_as_numbers() -> None:
+    assert checked_class_weight([1, 0, 2.5], 3) == [1.0, 0.0, 2.5]
+    assert checked_class_weight("median_frequency", 3) == "median_frequency"
+    assert checked_class_weight(None, 3) is None
 
 
 def test_training_with_median_frequency_weights_logs_them(tmp_path: Path) -> None:
@@ -98,11 +106,13 @@ def test_training_with_median_frequency_weights_logs_them(tmp_path: Path) -> Non
     )
     # bg: 56 of 64 + 56 of 64 + 64 of 64 = 176/192; class 1: 16/128; median: their mean
     log = (run / "train.log").read_text()
-    line = next(line for line in log.splitlines() if "class weights:" in line)
+    line = next(line for line in log.splitlines() if "class weights (median_frequency):" in line)
     median = (176 / 192 + 1 / 8) / 2
     bg, one = median / (176 / 192), median / (1 / 8)
-    assert line.split("class weights: ")[1].split(", ")[:3] == [f"{bg:.3g}", f"{one:.3g}", "1"]
+    named = line.split("class weights (median_frequency): ")[1].split(", ")
+    assert named[:3] == [f"background {bg:.3g}", f"aeroplane {one:.3g}", "bicycle 1"]
     assert json.loads((run / "metrics.json").read_text())["mIoU"] is not None
     bad = run_cli("train", *common, "loss.class_weight=[1,2]", f"hydra.run.dir={tmp_path / 'x'}")
-    assert_one_line_error(bad, "loss.class_weight has 2 values", "21 non-negative numbers")
+    error = assert_one_line_error(bad, "loss.class_weight has 2 values", "21 non-negative numbers")
     assert not (tmp_path / "x").exists()
+    assert "memory layout" not in bad.stderr, error  # refused before anything was built

@@ -76,9 +76,12 @@ def test_tiny_cpu_fidelity_run_trains_both_rows_on_two_seeds(tmp_path: Path):
     assert "## Difference from the baseline" in summary
 
 
-def test_fidelity_without_images_is_one_line(tmp_path: Path):
-    finished = run_fidelity(tmp_path, "--device", "cpu", "--tiny", "--data", str(tmp_path))
+def test_fidelity_without_images_is_one_line_and_touches_nothing(tmp_path: Path):
+    out = tmp_path / "out"
+    arguments = ["--device", "cpu", "--tiny", "--out", str(out), "--data", str(tmp_path)]
+    finished = run_fidelity(tmp_path, *arguments)
     assert finished.returncode == 2
     assert finished.stderr.strip().splitlines() == [
-        f"error: --data {tmp_path}: no CamVid train.txt there"
+        f"error: --data {tmp_path}: no CamVid train.txt and val.txt there (the SegNet layout)"
     ]
+    assert not out.exists()

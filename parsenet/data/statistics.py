@@ -29,17 +29,24 @@ class LabelStatistics:
     problems: list[str] = field(default_factory=list)
 
 
-def class_histogram(dataset: SegmentationDataset, index: int) -> np.ndarray:
-    """Pixels per value 0–255 of one checked pair's label (raises DataError if the pair is bad)."""
-    _, label = dataset.load_pair(index)
+def class_histogram(
+    dataset: SegmentationDataset, index: int, read_images: bool = True
+) -> np.ndarray:
+    """Pixels per value 0–255 of one checked label — with its image decoded and checked too
+    unless ``read_images`` is False (raises DataError for a bad pair)."""
+    label = dataset.load_pair(index)[1] if read_images else dataset.load_label(index)
     return np.bincount(label.ravel(), minlength=256)
 
 
 def label_statistics(
-    dataset: SegmentationDataset, num_classes: int, ignore_index: int, workers: int = 4
+    dataset: SegmentationDataset,
+    num_classes: int,
+    ignore_index: int,
+    workers: int = 4,
+    read_images: bool = True,
 ) -> LabelStatistics:
-    """Read every label of ``dataset`` (unaugmented) and count its classes; bad pairs are
-    collected in ``problems``, not raised."""
+    """Read every label of ``dataset`` (unaugmented; its image too, unless ``read_images`` is
+    False) and count its classes; bad pairs are collected in ``problems``, not raised."""
     stats = LabelStatistics(
         pixels=np.zeros(num_classes + 1, dtype=np.int64),
         images=np.zeros(num_classes, dtype=np.int64),
@@ -48,7 +55,7 @@ def label_statistics(
 
     def count(index: int) -> np.ndarray | str:
         try:
-            return class_histogram(dataset, index)
+            return class_histogram(dataset, index, read_images)
         except DataError as error:
             return str(error)
 
@@ -72,9 +79,10 @@ def median_frequency_weights(stats: LabelStatistics) -> np.ndarray:
     those frequencies over its own. Classes that never occur get weight 1."""
     present = stats.image_pixels > 0
     if not present.any():
-        raise DataError("no labelled pixel in the training split: class weights cannot be computed")
-    frequency = np.zeros(len(stats.images))
-    frequency[present] = stats.pixels[: len(stats.images)][present] / stats.image_pixels[present]
-    weights = np.ones(len(stats.images))
+        raise DataError("no labelled pixel: median-frequency weights cannot be computed")
+    class_pixels = stats.pixels[:-1]  # the last entry counts ignored pixels
+    frequency = np.zeros(len(class_pixels))
+    frequency[present] = class_pixels[present] / stats.image_pixels[present]
+    weights = np.ones(len(class_pixels))
     weights[present] = np.median(frequency[present]) / frequency[present]
     return weights

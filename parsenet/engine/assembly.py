@@ -20,10 +20,10 @@ from parsenet.data.loader import collate_samples, make_loader, worker_init
 from parsenet.data.normalization import InputNormalization, get_normalization
 from parsenet.data.sampling import ResumableSampler, SeededSamples
 from parsenet.data.transforms import eval_transform, train_transform
+from parsenet.engine.class_weight import checked_class_weight, resolved_class_weight
 from parsenet.engine.distributed import DistContext, main_process_first
 from parsenet.engine.evaluator import shard
 from parsenet.engine.layout import choose_memory_format
-from parsenet.engine.loss import resolve_class_weight
 from parsenet.engine.optim import build_optimizer, parameter_groups
 from parsenet.engine.settings import TrainSettings
 from parsenet.engine.validation import Validation
@@ -132,6 +132,7 @@ def assemble(
     """Build every part of a run on ``context.device`` (one process downloads weights or
     generates data at a time; the others read it afterwards)."""
     config = copy.deepcopy(cfg)
+    weight_setting = checked_class_weight(config["loss"].get("class_weight"), info.num_classes)
     with main_process_first(context):
         model, config["model"] = initialised_model(
             config["model"], info.num_classes, config["data"].get("name")
@@ -176,14 +177,11 @@ def assemble(
         ),
     )
     scheduler = instantiate(config["schedule"], "schedule")(optimizer, settings.max_iters)
-    class_weight = resolve_class_weight(
-        config["loss"].get("class_weight"), train_set, info.num_classes, info.ignore_index
-    )
-    if class_weight is not None:
-        log.info("class weights: %s", ", ".join(f"{w:.3g}" for w in class_weight))
-    loss = instantiate(
-        config["loss"], "loss", ignore_index=info.ignore_index, class_weight=class_weight
-    ).to(context.device)
+    class_weight = resolved_class_weight(weight_setting, train_set, info)
+    weighted = {} if class_weight is None else {"class_weight": class_weight}
+    loss = instantiate(config["loss"], "loss", ignore_index=info.ignore_index, **weighted)
+    if isinstance(loss, torch.nn.Module):
+        loss.to(context.device)  # its class weights
     validation = Validation(
         val_set,
         val_loader,

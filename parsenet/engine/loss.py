@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from parsenet.data.base import SegmentationDataset
-from parsenet.data.statistics import label_statistics, median_frequency_weights
-from parsenet.errors import ConfigError, DataError
 
 LOSS_REDUCTIONS = ("mean", "sum")
 
@@ -50,9 +45,9 @@ class SegmentationLoss(nn.Module):
         reduction: ``mean`` or ``sum`` (see :func:`segmentation_loss`).
         ignore_index: the label value that is not scored (255 in every dataset here; the trainer
             passes the dataset's own).
-        class_weight: ``None`` (every class 1), one non-negative weight per class, or
-            ``median_frequency`` — computed from the training labels by the trainer
-            (:func:`resolve_class_weight`), which passes the numbers here.
+        class_weight: ``None`` (every class 1) or one non-negative weight per class (for
+            ``loss.class_weight=median_frequency`` the trainer computes them:
+            :mod:`parsenet.engine.class_weight`).
     """
 
     def __init__(
@@ -74,29 +69,3 @@ class SegmentationLoss(nn.Module):
         return segmentation_loss(
             logits, labels, self.ignore_index, self.reduction, self.class_weight
         )
-
-
-def resolve_class_weight(
-    setting: Any, train_set: SegmentationDataset, num_classes: int, ignore_index: int
-) -> list[float] | None:
-    """``loss.class_weight`` as numbers: ``null`` → None, ``median_frequency`` → computed from
-    the training split's labels, a list → checked (one non-negative number per class)."""
-    if setting is None:
-        return None
-    if setting == "median_frequency":
-        stats = label_statistics(train_set, num_classes, ignore_index)
-        if stats.problems and train_set.on_bad_sample == "raise":
-            raise DataError(stats.problems[0])
-        return [round(float(weight), 6) for weight in median_frequency_weights(stats)]
-    fix = f"give {num_classes} non-negative numbers (one per class), median_frequency or null"
-    if isinstance(setting, str) or not isinstance(setting, Sequence):
-        raise ConfigError(f"loss.class_weight={setting!r}: {fix}")
-    try:
-        weights = [float(value) for value in setting]
-    except (TypeError, ValueError):
-        raise ConfigError(f"loss.class_weight={list(setting)!r}: {fix}") from None
-    if len(weights) != num_classes:
-        raise ConfigError(f"loss.class_weight has {len(weights)} values: {fix}")
-    if min(weights) < 0 or not any(weights):
-        raise ConfigError(f"loss.class_weight={weights}: negative or all zero; {fix}")
-    return weights
