@@ -54,6 +54,7 @@ def test_tiny_cpu_fidelity_run_trains_both_rows_on_two_seeds(tmp_path: Path):
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-3000:]
     assert sorted(path.name for path in out.iterdir()) == [
         "device_fidelity.log",
+        "runs",
         "summary.txt",
         "table.csv",
         "table.md",
@@ -74,6 +75,12 @@ def test_tiny_cpu_fidelity_run_trains_both_rows_on_two_seeds(tmp_path: Path):
     assert "mode: device cpu, tiny; seeds 0,1; 4 iterations" in summary
     assert "(4 train, 2 val)" in summary and "every run finished" in summary
     assert "## Difference from the baseline" in summary
+    assert (out / "runs" / "parsenet_vgg16-os8_voc12aug" / "seed_1" / "metrics.json").is_file()
+    again = run_fidelity(
+        tmp_path, "--device", "cpu", "--tiny", "--data", str(data), "--out", str(out)
+    )
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert (out / "device_fidelity.log").read_text().count("done before, keeping") == 4
 
 
 def test_fidelity_without_images_is_one_line_and_touches_nothing(tmp_path: Path):
