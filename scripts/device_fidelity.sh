@@ -7,7 +7,7 @@
 # statistics, with paired differences (scripts/ablate.py --seeds; README, GPU). The subset is
 # .device_data/camvid (git-ignored: carry it, with .whl/, to the GPU machine).
 #   bash scripts/device_fidelity.sh [--out DIR] [--device cuda|cuda:N|cpu] [--data DIR]
-#        [--iters N] [--seeds 0,1] [--tiny]
+#        [--iters N] [--seeds 0,1] [--tiny] [--dry-run]
 # Settings: recipe=cpu_miniature (AdamW 3e-4, poly, random scaling 0.75–1.25 and flips) at
 # width 1, batch 8, 320² crops, bf16 autocast, channels last, --iters iterations (2000).
 # --data: a CamVid folder in the SegNet layout (default: .device_data/camvid, made by
@@ -17,7 +17,7 @@
 # device_fidelity.log (everything), summary.txt (machine, settings, time, the table) and runs/
 # (the four runs: rerunning the same command resumes them). Exit status 1 when a run fails.
 # --device cpu --tiny: width 1/16, 4 iterations, 64² crops, batch 2, float32 — the same path in
-# miniature, which tests/test_device_fidelity.py runs.
+# miniature, which tests/test_device_fidelity.py runs. --dry-run: print the overrides and stop.
 set -uo pipefail
 caller="$PWD"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +29,7 @@ iters=2000
 seeds="0,1"
 tiny=0
 keep=0
+dry_run=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out="$2"; shift 2 ;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
         --iters) iters="$2"; shift 2 ;;
         --seeds) seeds="$2"; shift 2 ;;
         --tiny) tiny=1; shift ;;
+        --dry-run) dry_run=1; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -47,6 +49,21 @@ if [ -n "$data" ]; then
         echo "error: --data $data: no CamVid train.txt and val.txt there (the SegNet layout)" >&2
         exit 2
     fi
+fi
+if [ "$tiny" = 1 ]; then
+    settings=(model.backbone.width_mult=0.0625 train.batch_size=2 data.augment.crop_size=64
+              train.amp=off train.channels_last=false data.num_workers=0)
+    [ "$iters" = 2000 ] && iters=4
+else
+    settings=(model.backbone.width_mult=1.0 train.batch_size=8 data.augment.crop_size=320
+              train.amp=bf16 train.channels_last=true data.num_workers=auto)
+fi
+settings+=("device=$device" "train.max_iters=$iters" "train.eval_every=$iters"
+           "train.checkpoint_every=$((iters < 500 ? iters : 500))" train.keep_snapshots=0
+           train.num_overlays=0 train.log_every=100)
+if [ "$dry_run" = 1 ]; then  # the overrides every run gets (tests compose them), nothing run
+    printf '%s\n' data=camvid recipe=cpu_miniature "${settings[@]}"
+    exit 0
 fi
 label="device fidelity"
 outputs="summary.txt table.md table.csv"
@@ -64,17 +81,6 @@ if grep -q $'^install[^\t]*\t[1-9]' "$work/steps.tsv"; then
     exit 1
 fi
 
-if [ "$tiny" = 1 ]; then
-    settings=(model.backbone.width_mult=0.0625 train.batch_size=2 data.augment.crop_size=64
-              train.amp=off train.channels_last=false data.num_workers=0)
-    [ "$iters" = 2000 ] && iters=4
-else
-    settings=(model.backbone.width_mult=1.0 train.batch_size=8 data.augment.crop_size=320
-              train.amp=bf16 train.channels_last=true data.num_workers=auto)
-fi
-settings+=("device=$device" "data.root=$camvid" "train.max_iters=$iters"
-           "train.eval_every=$iters" "train.checkpoint_every=$iters" train.keep_snapshots=0
-           train.num_overlays=0 train.log_every=100)
 rows=parsenet-baseline_vgg16-os8_voc12aug,parsenet_vgg16-os8_voc12aug
 # What is left of 9 minutes (the device's 10 minutes a command, less the summary and the kill
 # grace), at least 2: an interrupted ablation resumes from $out/runs when run again.
@@ -82,7 +88,7 @@ limit=$((540 - ($(date +%s) - started)))
 [ "$limit" -lt 120 ] && limit=120
 step "ablation" "$limit" "2 rows × seeds $seeds" \
     "$PYTHON" scripts/ablate.py voc12 --seeds "$seeds" --rows "$rows" --out "$out/runs" \
-    data=camvid recipe=cpu_miniature "${settings[@]}"
+    data=camvid recipe=cpu_miniature "${settings[@]}" "data.root=$camvid"
 status=$?
 for name in table.md table.csv; do
     [ -f "$out/runs/$name" ] && cp "$out/runs/$name" "$out/$name"

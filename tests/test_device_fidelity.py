@@ -13,6 +13,8 @@ import numpy as np
 from conftest import REPO
 from PIL import Image
 
+from parsenet.config import compose
+
 
 def write_camvid(root: Path, counts: dict[str, int], size=(64, 48), seed=0) -> Path:
     """A CamVid folder as the SegNet release has it: split/ and splitannot/ PNGs (11 classes,
@@ -92,3 +94,18 @@ def test_fidelity_without_images_is_one_line_and_touches_nothing(tmp_path: Path)
         f"error: --data {tmp_path}: no CamVid train.txt and val.txt there (the SegNet layout)"
     ]
     assert not out.exists()
+
+
+def test_the_gpu_settings_compose_into_a_full_width_bf16_run(tmp_path: Path):
+    """The full-size branch runs only on a GPU machine; its overrides are composed here so a
+    renamed key cannot go unnoticed until then."""
+    printed = run_fidelity(tmp_path, "--dry-run")
+    assert printed.returncode == 0, printed.stderr
+    overrides = printed.stdout.split()
+    for row in ("parsenet-baseline_vgg16-os8_voc12aug", "parsenet_vgg16-os8_voc12aug"):
+        cfg = compose("train", [f"experiment={row}", *overrides, f"data.root={tmp_path}"])
+        assert cfg["model"]["backbone"]["width_mult"] == 1.0
+        assert cfg["model"]["backbone"]["pretrained"] == "none"  # nothing to download there
+        assert cfg["train"]["amp"] == "bf16" and cfg["train"]["channels_last"] is True
+        assert cfg["device"] == "cuda" and cfg["optim"]["_target_"] == "torch.optim.AdamW"
+        assert cfg["data"]["name"] == "camvid" and cfg["train"]["max_iters"] == 2000
