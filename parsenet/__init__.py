@@ -24,7 +24,7 @@ PUBLIC = {
     "evaluate": "parsenet.evaluation",
     "score_predictions": "parsenet.evaluation",
     "EvaluationResult": "parsenet.evaluation",
-    "InferenceMode": "parsenet.engine.inference",
+    "InferenceMode": "parsenet.engine.scoring.inference",
     "train": "parsenet.training",
 }
 __all__ = sorted(PUBLIC)

@@ -14,12 +14,15 @@ from parsenet.data import build_dataset, dataset_info
 from parsenet.data.bad_samples import BadSampleLog
 from parsenet.data.loader import make_loader
 from parsenet.data.transforms import eval_transform
-from parsenet.engine.distributed import DistContext, main_process_first, shard_indices
-from parsenet.engine.evaluator import evaluate as confusion_over
-from parsenet.engine.evaluator import gather_bad_samples, shard
-from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
-from parsenet.engine.scoring import score_prediction_folder
-from parsenet.engine.validation import require_scored_images
+from parsenet.engine.runtime.distributed import DistContext, main_process_first, shard_indices
+from parsenet.engine.scoring.inference import WHOLE_IMAGE, InferenceMode
+from parsenet.engine.scoring.prediction_folder import score_prediction_folder
+from parsenet.engine.scoring.split import (
+    gather_bad_samples,
+    require_scored_images,
+    score_split,
+    shard,
+)
 from parsenet.errors import ConfigError
 from parsenet.fileio import atomic_write
 from parsenet.loading import load_for_inference
@@ -161,7 +164,7 @@ def evaluate(
         pin_memory=loaded.device.type == "cuda",
     )
     bad_samples = BadSampleLog()
-    confusion = confusion_over(
+    confusion = score_split(
         loaded.model,
         loader,
         info.num_classes,

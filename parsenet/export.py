@@ -3,8 +3,6 @@ the exported file against the eager model."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,10 +16,10 @@ from torch import nn
 from parsenet.errors import ConfigError, ParsenetError
 from parsenet.fileio import atomic_output
 from parsenet.loading import load_for_inference
+from parsenet.onnx_backend import example_input, onnxruntime_session, write_onnx
 from parsenet.report import write_json
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
-ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime (or pip install -e '.[export]')"
 
 Runner = Callable[[torch.Tensor], np.ndarray]
 
@@ -45,38 +43,16 @@ def check_output_path(out: str | Path, fmt: str) -> Path:
 
 
 def export_model(model: nn.Module, fmt: str, path: str | Path) -> Path:
-    """Write ``model`` (in eval mode) as TorchScript (traced) or ONNX (opset from the exporter,
-    dynamic batch, height and width) through a temporary file renamed into place."""
+    """Write ``model`` (in eval mode) as TorchScript (traced) or ONNX (see
+    :func:`parsenet.onnx_backend.write_onnx`) through a temporary file renamed into place."""
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not one of {sorted(FORMATS)}")
-    example = torch.randn(1, 3, 96, 128)
-    model = model.eval()
+    if fmt == "onnx":
+        return write_onnx(model, path)
     with atomic_output(path) as temporary, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape checks in Python
-        if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(model, example), str(temporary))
-        else:
-            _require_onnx()
-            dims = {0: "batch", 2: "height", 3: "width"}
-            torch.onnx.export(
-                model,
-                (example,),
-                str(temporary),
-                dynamo=True,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_shapes=(dims,),
-                verbose=False,
-            )
+        torch.jit.save(torch.jit.trace(model.eval(), example_input()), str(temporary))
     return Path(path)
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ConfigError(f"format=onnx needs the ONNX packages: {ONNX_PACKAGES}") from None
 
 
 def load_runner(fmt: str, path: str | Path) -> Runner:
@@ -93,55 +69,6 @@ def load_runner(fmt: str, path: str | Path) -> Runner:
     session = onnxruntime_session(path, "checking an ONNX export")
     name = session.get_inputs()[0].name
     return lambda images: session.run(None, {name: images.numpy()})[0]
-
-
-def onnxruntime_session(path: str | Path, needed_for: str = "backend=onnxruntime") -> Any:
-    """An ONNX Runtime CPU session of an exported file, with as many intra-op threads as torch
-    uses (both backends get the same cores); without onnxruntime a :class:`ConfigError` saying
-    what ``needed_for`` it."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError(f"{needed_for} needs onnxruntime: {ONNX_PACKAGES}") from None
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-class OnnxRuntimeModel(nn.Module):
-    """An exported model run by ONNX Runtime on the CPU, behind the module interface the
-    inference modes call: N×3×H×W float32 images in, N×K×H×W logits out (a torch tensor)."""
-
-    def __init__(self, path: str | Path) -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.session = onnxruntime_session(path)
-        self.input_name = self.session.get_inputs()[0].name
-        self.eval()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = images.detach().cpu().float().contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: pixels})[0])
-
-    def extra_repr(self) -> str:
-        return f"{self.path}"
-
-
-def cached_onnx_export(model: nn.Module, checkpoint: Path, model_cfg: dict[str, Any]) -> Path:
-    """The ONNX export of a checkpoint's model, written once into ``onnx/`` of the cache folder
-    (beside ``layout.json``, see :func:`parsenet.engine.layout.cache_path`) and reused while the
-    checkpoint file, its model config and the torch version stay the same."""
-    from parsenet.engine.layout import cache_path
-
-    about = checkpoint.stat()
-    identity = [str(checkpoint.resolve()), about.st_size, about.st_mtime_ns, model_cfg]
-    identity.append(str(torch.__version__))
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_path().parent / "onnx" / f"{checkpoint.stem}-{digest}.onnx"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_model(model, "onnx", path)
-    return path
 
 
 def parity(model: nn.Module, runner: Runner, sizes: Sequence[Sequence[int]]) -> list[dict]:

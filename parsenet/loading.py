@@ -12,17 +12,18 @@ import torch
 
 from parsenet.data import dataset_info
 from parsenet.data.normalization import InputNormalization, get_normalization
-from parsenet.engine.checkpoint import load_checkpoint, restore_model
-from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
-from parsenet.engine.layout import (
+from parsenet.engine.runtime.checkpoint import load_checkpoint, restore_model
+from parsenet.engine.runtime.memory_format import (
     INFERENCE_SHAPE,
     LayoutChoice,
     choose_memory_format,
     layout_setting,
 )
-from parsenet.engine.runtime import resolve_device
+from parsenet.engine.runtime.process import resolve_device
+from parsenet.engine.scoring.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.errors import ConfigError
 from parsenet.models.pretrained import choose_input_norm
+from parsenet.onnx_backend import OnnxRuntimeModel, cached_onnx_export
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -124,7 +125,8 @@ def load_for_inference(
         data: data config keys that replace the checkpoint's (e.g. ``{"root": "/datasets"}``), or
             a whole data config with ``name`` set; its classes must be the model's.
         channels_last: the memory layout: ``auto`` (the faster one on this machine for this model
-            at 500×375 in inference, measured once and cached, see :mod:`parsenet.engine.layout`),
+            at 500×375 in inference, measured once and cached, see
+            :mod:`parsenet.engine.runtime.memory_format`),
             True (NHWC) or False (NCHW).
         backend: ``torch``, or ``onnxruntime``: the model exported to ONNX (once, cached beside
             the layout cache) and run by ONNX Runtime on the CPU (``pip install onnxruntime
@@ -178,7 +180,6 @@ def onnxruntime_model(
 ) -> tuple[torch.nn.Module, LayoutChoice]:
     """``network`` exported to ONNX (or its cached export) in an ONNX Runtime session; ONNX
     Runtime lays out the tensors itself (recorded as ``decided_by: onnxruntime``)."""
-    from parsenet.export import OnnxRuntimeModel, cached_onnx_export
 
     setting = layout_setting("channels_last", channels_last)
     if device.type != "cpu":

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from parsenet.data.base import read_image
-from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
+from parsenet.engine.scoring.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.errors import ConfigError, DataError
 from parsenet.loading import InferenceModel, predict_batch
 from parsenet.visualize import colorize, overlay, save_label_png, save_png

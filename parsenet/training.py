@@ -6,8 +6,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from parsenet.engine.distributed import DistContext
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.runtime.distributed import DistContext
+from parsenet.engine.training.trainer import Trainer
 from parsenet.run_lock import RunFolderLock
 
 

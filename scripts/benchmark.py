@@ -6,7 +6,8 @@
     python scripts/benchmark.py --parts peak,step,inference --compare-layouts   # NCHW vs NHWC
 
 Every part measures what users get by default: the memory layout ``channels_last=auto`` chooses
-(the same probe and cache, :mod:`parsenet.engine.layout`) unless ``--channels-last`` or
+(the same probe and cache, :mod:`parsenet.engine.runtime.memory_format`) unless
+``--channels-last`` or
 ``--no-channels-last`` forces one; ``--compare-layouts`` adds the model step and inference in
 each forced layout, taking turns with the default.
 
@@ -16,9 +17,9 @@ Parts (``--parts``, all by default):
   behind ``torch.mm`` and, as a 1×1 convolution, the convolution library); the better one is the
   peak. Float32 (strict, no TF32) everywhere, and bfloat16 on a GPU.
 - ``step``: forward + backward + SGD step of the model on tensors already in memory, per size in
-  ``--sizes``; images/s and FLOP/s (counted by :mod:`parsenet.engine.flops`) as a fraction of the
+  ``--sizes``; images/s and FLOP/s (counted by :mod:`parsenet.models.flops`) as a fraction of the
   peak GEMM's rate measured alongside (the peak's engine takes a turn between the steps).
-- ``e2e``: the real :class:`~parsenet.engine.trainer.Trainer` — its loader (workers, seeded
+- ``e2e``: the real :class:`~parsenet.engine.training.trainer.Trainer` — its loader (workers, seeded
   sampler) and its ``train_step`` (precision, gradient norm, non-finite guard, schedule) — on
   decoded images (``--data``, CamVid by default); ``run()``'s logging, evaluations and
   checkpoints are outside the timed steps.

@@ -96,7 +96,7 @@ done
 
 elapsed=$(($(date +%s) - started))
 machine="$("$PYTHON" -c 'import sys, torch
-from parsenet.engine.layout import device_name
+from parsenet.engine.runtime.memory_format import device_name
 device = torch.device(sys.argv[1] if torch.cuda.is_available() else "cpu")
 print(f"{device_name(device)}, torch {torch.__version__}")' "$device")"
 {

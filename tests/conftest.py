@@ -17,8 +17,8 @@ from PIL import Image
 from parsenet.data.info import voc_palette
 
 REPO = Path(__file__).resolve().parents[1]
-# The memory-layout probe's cache (parsenet.engine.layout): one for the whole test session, in
-# every process the tests start, never the user's ~/.cache.
+# The memory-layout probe's cache (parsenet.engine.runtime.memory_format): one for the whole
+# test session, in every process the tests start, never the user's ~/.cache.
 if "PARSENET_CACHE" not in os.environ:
     os.environ["PARSENET_CACHE"] = tempfile.mkdtemp(prefix="parsenet-test-cache-")
     atexit.register(shutil.rmtree, os.environ["PARSENET_CACHE"], True)

@@ -13,8 +13,8 @@ import torch
 from conftest import REPO, write_voc_tree
 from torch import nn
 
-from parsenet.engine.flops import count_macs, forward_flops
 from parsenet.models import build_model
+from parsenet.models.flops import count_macs, forward_flops
 
 
 def test_mac_count_of_a_small_net_matches_a_hand_count():

@@ -23,8 +23,8 @@ from torch import nn
 from parsenet.convert import CaffeModelError, read_caffemodel
 from parsenet.convert.caffe_layers import load_caffe_weights
 from parsenet.data.normalization import get_normalization
-from parsenet.engine.checkpoint import load_checkpoint, restore_model
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.runtime.checkpoint import load_checkpoint, restore_model
+from parsenet.engine.training.trainer import Trainer
 
 # The released prototxt's mean_value (BGR) and the layers of VGG_VOC2012ext / fc_reduced, written
 # out here (not taken from the model code) so the comparison is independent.

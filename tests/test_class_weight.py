@@ -13,8 +13,8 @@ from conftest import TINY_MODEL, assert_one_line_error, run_cli, write_palette_p
 
 from parsenet.data import build_dataset
 from parsenet.data.statistics import label_statistics, median_frequency_weights
-from parsenet.engine.class_weight import checked_class_weight
-from parsenet.engine.loss import SegmentationLoss, segmentation_loss
+from parsenet.engine.training.class_weight import checked_class_weight
+from parsenet.engine.training.loss import SegmentationLoss, segmentation_loss
 from parsenet.errors import ConfigError
 
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO, compose_train, run_cli, write_palette_png, write_voc_tree
 
-from parsenet.engine.evaluator import evaluate
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.scoring.split import score_split
+from parsenet.engine.training.trainer import Trainer
 from parsenet.metrics import ConfusionMatrix, ContextStatistics, SplitScores
 from parsenet.report import class_table, scores_table
 
@@ -101,7 +101,7 @@ def test_the_evaluator_counts_every_image_of_a_batch():
         {"image": images[:2], "label": LABELS[:2]},
         {"image": images[2:], "label": LABELS[2:]},
     ]
-    scores = evaluate(OneHot(), loader, 4, torch.device("cpu"))
+    scores = score_split(OneHot(), loader, 4, torch.device("cpu"))
     assert scores.context.compute() == EXPECTED
     confusion = ConfusionMatrix(4)
     confusion.update(PREDICTIONS, LABELS)

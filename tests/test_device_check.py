@@ -17,8 +17,8 @@ from conftest import REPO, compose_train
 from PIL import Image
 
 from parsenet.data.loader import AUTO_WORKERS_MAX, loader_workers
-from parsenet.engine.runtime import CUBLAS_WORKSPACE, deterministic_algorithms
-from parsenet.engine.settings import TrainSettings
+from parsenet.engine.runtime.process import CUBLAS_WORKSPACE, deterministic_algorithms
+from parsenet.engine.training.settings import TrainSettings
 from parsenet.errors import ConfigError
 
 CHECK_LINE = re.compile(r"^(PASS|FAIL|SKIP)  (\S.*?)  +(\S.*)$")

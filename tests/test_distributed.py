@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from conftest import REPO, TINY_MODEL, TINY_SYNTHETIC, run_cli
 
-from parsenet.engine.checkpoint import load_checkpoint
+from parsenet.engine.runtime.checkpoint import load_checkpoint
 
 DETERMINISTIC = [
     *TINY_MODEL,

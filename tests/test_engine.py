@@ -16,11 +16,11 @@ from torch._dynamo.eval_frame import OptimizedModule
 from torch._dynamo.utils import counters
 
 from parsenet.data.sampling import ResumableSampler
-from parsenet.engine.checkpoint import load_checkpoint
-from parsenet.engine.distributed import DistContext
-from parsenet.engine.evaluator import shard
-from parsenet.engine.faults import TrainingDiverged
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.runtime.checkpoint import load_checkpoint
+from parsenet.engine.runtime.distributed import DistContext
+from parsenet.engine.scoring.split import shard
+from parsenet.engine.training.faults import TrainingDiverged
+from parsenet.engine.training.trainer import Trainer
 from parsenet.fileio import remove_stale_temporaries
 
 
@@ -241,7 +241,7 @@ def wait_for_first_step(process: subprocess.Popen, log: Path, timeout: float) ->
 
 SAVE_LOOP = """
 import sys, torch
-from parsenet.engine.checkpoint import save_checkpoint
+from parsenet.engine.runtime.checkpoint import save_checkpoint
 path = sys.argv[1]
 state = {"model": {"w": torch.randn(2_000_000)}, "config": {}, "dataset": {}, "iteration": 0}
 i = 0

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from conftest import REPO, TINY_SYNTHETIC, compose_train, run_cli, write_palette_png
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from parsenet.engine.inference import InferenceMode
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.scoring.inference import InferenceMode
+from parsenet.engine.training.trainer import Trainer
 from parsenet.metrics import ConfusionMatrix
 from parsenet.models import build_model
 
@@ -139,7 +139,7 @@ def test_scoring_saved_predictions_equals_evaluating_the_model(trained: Path):
     from parsenet.data import build_dataset
     from parsenet.data.normalization import get_normalization
     from parsenet.data.transforms import eval_transform
-    from parsenet.engine.checkpoint import load_checkpoint, restore_model
+    from parsenet.engine.runtime.checkpoint import load_checkpoint, restore_model
 
     path = trained / "run" / "checkpoints" / "last.pt"
     checkpoint = load_checkpoint(path)

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from parsenet.data import dataset_info
-from parsenet.engine.checkpoint import load_checkpoint
+from parsenet.engine.runtime.checkpoint import load_checkpoint
 from parsenet.models import L2Norm, build_model
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))

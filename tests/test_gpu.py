@@ -32,10 +32,14 @@ from parsenet.config import compose
 from parsenet.data import build_dataset
 from parsenet.data.loader import loader_workers
 from parsenet.data.transforms import eval_transform
-from parsenet.engine.checkpoint import load_checkpoint
-from parsenet.engine.inference import InferenceMode
-from parsenet.engine.runtime import CUBLAS_WORKSPACE, deterministic_algorithms, strict_float32
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.runtime.checkpoint import load_checkpoint
+from parsenet.engine.runtime.process import (
+    CUBLAS_WORKSPACE,
+    deterministic_algorithms,
+    strict_float32,
+)
+from parsenet.engine.scoring.inference import InferenceMode
+from parsenet.engine.training.trainer import Trainer
 from parsenet.models import build_model
 from parsenet.models.l2norm import L2Norm
 
@@ -485,7 +489,7 @@ import torch.distributed as dist
 
 import parsenet
 from parsenet.config import compose
-from parsenet.engine.distributed import DistContext
+from parsenet.engine.runtime.distributed import DistContext
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from parsenet.engine.checkpoint import load_checkpoint, restore_model, save_checkpoint
-from parsenet.engine.optim import build_optimizer, parameter_groups, poly_schedule
+from parsenet.engine.runtime.checkpoint import load_checkpoint, restore_model, save_checkpoint
+from parsenet.engine.training.optim import build_optimizer, parameter_groups, poly_schedule
 from parsenet.errors import CheckpointError, ConfigError
 from parsenet.models import L2Norm, build_model
 

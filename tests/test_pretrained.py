@@ -121,7 +121,7 @@ def test_imagenet_comes_from_the_hub_cache(torchvision_vgg16, tmp_path, monkeypa
 def test_imagenet_offline_says_where_to_put_the_file_or_to_pass_none(
     pretrained, tmp_path, monkeypatch
 ):
-    from parsenet.engine.assembly import initialised_model
+    from parsenet.engine.training.assembly import initialised_model
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
@@ -240,7 +240,7 @@ def test_default_training_on_real_data_starts_from_the_cached_imagenet_weights(
 ):
     """``parsenet-train data=voc data.root=…`` with nothing about weights: the trunk comes from
     the hub cache (a stand-in VGG16 file there), the log says why, the checkpoint says imagenet."""
-    from parsenet.engine.assembly import initialised_model
+    from parsenet.engine.training.assembly import initialised_model
 
     path, state = torchvision_vgg16
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -22,7 +22,7 @@ from conftest import (
 )
 
 from parsenet.config import run_folder
-from parsenet.engine.checkpoint import load_checkpoint
+from parsenet.engine.runtime.checkpoint import load_checkpoint
 from parsenet.fileio import remove_stale_temporaries
 from parsenet.run_lock import LOCK_NAME, RunFolderBusy, RunFolderLock
 

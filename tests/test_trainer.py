@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import compose_train
 
-from parsenet.engine.checkpoint import load_checkpoint
-from parsenet.engine.loss import segmentation_loss
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.runtime.checkpoint import load_checkpoint
+from parsenet.engine.training.loss import segmentation_loss
+from parsenet.engine.training.trainer import Trainer
 from parsenet.errors import ConfigError
 
 

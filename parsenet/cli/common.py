@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from parsenet.cli.run_folder import RunFolder
 from parsenet.config import compose, config_dir, config_error_message, run_folder
-from parsenet.engine.distributed import DistContext, broadcast_object
+from parsenet.engine.runtime.distributed import DistContext, broadcast_object
 from parsenet.errors import ConfigError, ParsenetError
 
 USAGE_ERROR = 2

@@ -36,7 +36,7 @@ from parsenet.convert import (
 )
 from parsenet.convert.caffe_layers import LoadReport, format_shape
 from parsenet.data.normalization import get_normalization
-from parsenet.engine.checkpoint import save_checkpoint
+from parsenet.engine.runtime.checkpoint import save_checkpoint
 from parsenet.errors import ConfigError, ParsenetError
 from parsenet.fileio import atomic_write
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from parsenet.cli.common import hydra_command, share_run_dir
-from parsenet.engine.distributed import init_distributed, shutdown
-from parsenet.engine.inference import InferenceMode
+from parsenet.engine.runtime.distributed import init_distributed, shutdown
+from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.errors import ConfigError
 from parsenet.evaluation import evaluate, score_predictions
 from parsenet.report import bad_samples_note, class_table

@@ -15,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 from parsenet.cli.common import hydra_command
-from parsenet.engine.inference import InferenceMode
+from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.loading import load_for_inference
 from parsenet.prediction_files import check_settings, predict_files
 

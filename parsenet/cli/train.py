@@ -12,7 +12,7 @@ from typing import Any
 
 from parsenet.cli.common import hydra_command, quoted, share_run_dir
 from parsenet.data import dataset_info
-from parsenet.engine.distributed import init_distributed, shutdown
+from parsenet.engine.runtime.distributed import init_distributed, shutdown
 from parsenet.report import bad_samples_note, scores_table
 from parsenet.training import train
 

@@ -192,8 +192,8 @@ def parsenet_voc_checkpoint(
         source: the file's path, for messages and the record.
 
     Returns:
-        The checkpoint's content (for :func:`~parsenet.engine.checkpoint.save_checkpoint`) and
-        the report.
+        The checkpoint's content (for
+        :func:`~parsenet.engine.runtime.checkpoint.save_checkpoint`) and the report.
     """
     info = dataset_info(cfg["data"])
     model = build_model(cfg["model"], info.num_classes)

@@ -46,7 +46,8 @@ class SegmentationNet(nn.Module):
 
     def new_layers(self) -> tuple[nn.Module, ...]:
         """The layers this network adds to its (ImageNet-pretrainable) trunk and that start from
-        scratch: the head's 1×1 score convolutions. :func:`parsenet.engine.optim.parameter_groups`
+        scratch: the head's 1×1 score convolutions.
+        :func:`parsenet.engine.training.optim.parameter_groups`
         trains them faster (the paper's ``lr_mult``); the L2Norm scales are a role of their own
         and the trunk and upsampling are base layers."""
         return tuple(self.head.scores.values())

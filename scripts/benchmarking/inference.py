@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from parsenet.data import dataset_info
-from parsenet.engine.inference import InferenceMode
-from parsenet.engine.runtime import peak_memory_mb
-from parsenet.export import OnnxRuntimeModel, export_model
+from parsenet.engine.runtime.process import peak_memory_mb
+from parsenet.engine.scoring.inference import InferenceMode
+from parsenet.export import export_model
 from parsenet.models import build_model
+from parsenet.onnx_backend import OnnxRuntimeModel
 
 from .peak import peak_meter
 from .profiling import profile_steps
@@ -28,7 +29,7 @@ INFERENCE_SIZE = (375, 500)  # H×W of a typical VOC image
 
 def program_peak_resident_mb() -> float:
     """This program's own peak resident memory: ``VmHWM`` on Linux, else
-    :func:`~parsenet.engine.runtime.peak_memory_mb` (``ru_maxrss``).
+    :func:`~parsenet.engine.runtime.process.peak_memory_mb` (``ru_maxrss``).
 
     Not ``ru_maxrss`` where ``VmHWM`` exists: ``ru_maxrss`` survives ``exec``, so a process
     that multiprocessing spawns (``vfork`` + ``exec``) starts with its parent's peak (a parent

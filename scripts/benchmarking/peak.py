@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from parsenet.engine.runtime import strict_float32
+from parsenet.engine.runtime.process import strict_float32
 
 from .settings import Setup
 from .timing import (

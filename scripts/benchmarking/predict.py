@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from parsenet.data import dataset_info
-from parsenet.engine.checkpoint import save_checkpoint
-from parsenet.engine.layout import cache_path
+from parsenet.engine.runtime.checkpoint import save_checkpoint
+from parsenet.engine.runtime.memory_format import cache_path
 from parsenet.models import build_model
 
 from .data import voc_pairs

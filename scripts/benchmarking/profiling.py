@@ -6,7 +6,7 @@ The layer table comes from one ``torch.profiler`` run: every module's forward is
 called it; the backward nodes carry the sequence number of the forward operator that made them,
 which gives each layer its backward time too. Work outside the model is named by its operators
 (the loss, the optimizer, gradient accumulation). FLOPs per layer come from
-:mod:`parsenet.engine.flops`: a forward pass counts once, its backward twice (input and weight
+:mod:`parsenet.models.flops`: a forward pass counts once, its backward twice (input and weight
 gradients; once for a layer whose input needs no gradient, such as conv1_1).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from parsenet.engine.flops import count_macs
+from parsenet.models.flops import count_macs
 
 from .settings import Setup
 from .timing import Step, time_once

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import parsenet
-from parsenet.engine.layout import cache_path, device_name
+from parsenet.engine.runtime.memory_format import cache_path, device_name
 from parsenet.report import write_json
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from parsenet.engine.runtime import peak_memory_mb
+from parsenet.engine.runtime.process import peak_memory_mb
 
 from .peak import with_peak
 from .settings import Setup, layout_note, train_config

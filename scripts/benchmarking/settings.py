@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from parsenet.config import compose
-from parsenet.engine.layout import LayoutChoice, choose_memory_format
-from parsenet.engine.precision import Precision
+from parsenet.engine.runtime.memory_format import LayoutChoice, choose_memory_format
+from parsenet.engine.runtime.precision import Precision
 from parsenet.models.pretrained import choose_input_norm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,8 +40,8 @@ def train_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class Setup:
-    """Device, precision (:class:`~parsenet.engine.precision.Precision`, as the trainer's) and
-    layout setting shared by every measurement."""
+    """Device, precision (:class:`~parsenet.engine.runtime.precision.Precision`, as the
+    trainer's) and layout setting shared by every measurement."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.device = torch.device(args.device)

@@ -18,12 +18,12 @@ from parsenet.data import build_dataset, dataset_info
 from parsenet.data.loader import loader_workers
 from parsenet.data.normalization import get_normalization
 from parsenet.data.transforms import train_transform
-from parsenet.engine.assembly import training_shape
-from parsenet.engine.flops import TRAINING_FORWARDS, forward_flops
-from parsenet.engine.optim import build_optimizer
-from parsenet.engine.precision import Precision
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.runtime.precision import Precision
+from parsenet.engine.training.assembly import training_shape
+from parsenet.engine.training.optim import build_optimizer
+from parsenet.engine.training.trainer import Trainer
 from parsenet.models import build_model
+from parsenet.models.flops import TRAINING_FORWARDS, forward_flops
 
 from .peak import peak_meter, with_peak
 from .profiling import profile_steps

@@ -18,15 +18,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from parsenet.data import dataset_info
 from parsenet.data.bad_samples import BadSampleLog
-from parsenet.engine.assembly import assemble, forward_module, training_loader
-from parsenet.engine.distributed import DistContext, any_process
-from parsenet.engine.evaluator import gather_bad_samples
-from parsenet.engine.faults import NonFiniteGuard, StopRequest
-from parsenet.engine.precision import Precision
-from parsenet.engine.runtime import peak_memory_mb, resolve_device, seed_everything
-from parsenet.engine.settings import TrainSettings
-from parsenet.engine.train_state import CheckpointFolder, TrainingState
-from parsenet.engine.training_log import TrainingLog, progress_line, step_scalars
+from parsenet.engine.runtime.distributed import DistContext, any_process
+from parsenet.engine.runtime.precision import Precision
+from parsenet.engine.runtime.process import peak_memory_mb, resolve_device, seed_everything
+from parsenet.engine.scoring.split import gather_bad_samples
+from parsenet.engine.training.assembly import assemble, forward_module, training_loader
+from parsenet.engine.training.faults import NonFiniteGuard, StopRequest
+from parsenet.engine.training.log import TrainingLog, progress_line, step_scalars
+from parsenet.engine.training.settings import TrainSettings
+from parsenet.engine.training.state import CheckpointFolder, TrainingState
 from parsenet.errors import ParsenetError
 from parsenet.report import metrics_record, write_json
 
@@ -265,7 +265,9 @@ class Trainer:
             split=self.cfg["data"]["val_split"],
             inference=self.settings.evaluation.describe(),
         )
-        record["layout"] = self.cfg["layout"]  # the memory layout chosen (engine/layout.py)
+        record["layout"] = self.cfg[
+            "layout"
+        ]  # the memory layout chosen (engine/runtime/memory_format.py)
         if self.cfg["data"].get("on_bad_sample") == "skip":  # the same in every process
             record["bad_samples"] = gather_bad_samples(
                 self.state.bad_samples, self.context

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from parsenet.data.loader import loader_workers
-from parsenet.engine.inference import InferenceMode
-from parsenet.engine.layout import layout_setting
-from parsenet.engine.precision import AMP_DTYPES
+from parsenet.engine.runtime.memory_format import layout_setting
+from parsenet.engine.runtime.precision import AMP_DTYPES
+from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.errors import ConfigError
 
 POSITIVE = ("max_iters", "batch_size", "iter_size", "log_every", "max_nonfinite")
@@ -43,7 +43,7 @@ class TrainSettings:
             kept, non-finite steps in a row tolerated.
         resume: ``auto``, a checkpoint path, or None.
         amp, channels_last, compile: precision and speed (``channels_last``: True, False or
-            ``auto``, see :mod:`parsenet.engine.layout`).
+            ``auto``, see :mod:`parsenet.engine.runtime.memory_format`).
         evaluation: how validation forms its scores (``train.eval``).
         seed: the run's seed; num_workers: training loader processes (``data.num_workers``,
             ``auto`` resolved by :func:`~parsenet.data.loader.loader_workers`).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,11 @@ from torch.utils.data import DataLoader
 
 from parsenet.data.bad_samples import BadSampleLog
 from parsenet.data.base import SegmentationDataset
-from parsenet.engine.distributed import DistContext
-from parsenet.engine.evaluator import evaluate, gather_bad_samples
-from parsenet.engine.inference import InferenceMode
-from parsenet.engine.insight import evaluation_insight, validation_panels
-from parsenet.engine.training_log import TrainingLog
-from parsenet.errors import DataError
+from parsenet.engine.runtime.distributed import DistContext
+from parsenet.engine.scoring.inference import InferenceMode
+from parsenet.engine.scoring.split import gather_bad_samples, require_scored_images, score_split
+from parsenet.engine.training.insight import evaluation_insight, validation_panels
+from parsenet.engine.training.log import TrainingLog
 from parsenet.visualize import save_png
 
 log = logging.getLogger(__name__)
@@ -33,23 +31,6 @@ SUMMARY_SCORES = (
     "out_of_context",
     "class_set_accuracy",
 )
-
-
-def require_scored_images(
-    split: str, total: int, skipped: int, bad_files: Sequence[str] = ()
-) -> None:
-    """Raise :class:`DataError` when none of a split's ``total`` images was scored (all
-    ``skipped`` as unreadable under ``data.on_bad_sample=skip``, or an empty split): that is
-    no score at all, never a score of 0."""
-    if total - skipped > 0:
-        return
-    if total == 0:
-        raise DataError(f"split {split} has no images to score; check data.root and the split")
-    first = f" (first: {bad_files[0]})" if bad_files else ""
-    raise DataError(
-        f"split {split}: all {total} images were skipped as unreadable "
-        f"(data.on_bad_sample=skip), nothing to score; see bad_samples{first} and fix the files"
-    )
 
 
 @dataclass
@@ -82,7 +63,7 @@ class Validation:
         """
         info, device = self.dataset.info, self.context.device
         before = Counter(bad_samples.counts)
-        confusion = evaluate(
+        confusion = score_split(
             model,
             self.loader,
             info.num_classes,

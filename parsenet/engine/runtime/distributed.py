@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from parsenet.engine.runtime import resolve_device
+from parsenet.engine.runtime.process import resolve_device
 from parsenet.errors import ConfigError
 
 

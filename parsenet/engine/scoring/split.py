@@ -3,19 +3,22 @@ statistics of the same predictions (both shared between processes)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from parsenet.data.bad_samples import BadSampleLog
-from parsenet.engine.distributed import (
+from parsenet.engine.runtime.distributed import (
     DistContext,
     all_reduce_sum,
     gather_objects,
     shard_indices,
 )
-from parsenet.engine.inference import WHOLE_IMAGE, InferenceMode
+from parsenet.engine.scoring.inference import WHOLE_IMAGE, InferenceMode
+from parsenet.errors import DataError
 from parsenet.metrics import SplitScores
 
 
@@ -48,7 +51,7 @@ def gather_bad_samples(bad_samples: BadSampleLog, context: DistContext | None) -
 
 
 @torch.no_grad()
-def evaluate(
+def score_split(
     model: nn.Module,
     loader: DataLoader,
     num_classes: int,
@@ -84,3 +87,20 @@ def evaluate(
         prediction = (mode or WHOLE_IMAGE).scores(model, images).argmax(dim=1)
         scores.update(prediction, labels)
     return sum_over_processes(scores, context)
+
+
+def require_scored_images(
+    split: str, total: int, skipped: int, bad_files: Sequence[str] = ()
+) -> None:
+    """Raise :class:`DataError` when none of a split's ``total`` images was scored (all
+    ``skipped`` as unreadable under ``data.on_bad_sample=skip``, or an empty split): that is
+    no score at all, never a score of 0."""
+    if total - skipped > 0:
+        return
+    if total == 0:
+        raise DataError(f"split {split} has no images to score; check data.root and the split")
+    first = f" (first: {bad_files[0]})" if bad_files else ""
+    raise DataError(
+        f"split {split}: all {total} images were skipped as unreadable "
+        f"(data.on_bad_sample=skip), nothing to score; see bad_samples{first} and fix the files"
+    )

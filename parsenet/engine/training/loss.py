@@ -47,7 +47,7 @@ class SegmentationLoss(nn.Module):
             passes the dataset's own).
         class_weight: ``None`` (every class 1) or one non-negative weight per class (for
             ``loss.class_weight=median_frequency`` the trainer computes them:
-            :mod:`parsenet.engine.class_weight`).
+            :mod:`parsenet.engine.training.class_weight`).
     """
 
     def __init__(

@@ -3,7 +3,7 @@
 ``channels_last=auto`` (the default of training, evaluation, prediction and the Python API) takes
 the faster of the two for this machine and this model: a short measured probe — a few forward
 (and, for training, backward) passes of a copy of the model in each layout, taking turns — whose
-verdict is cached per machine and model shape in ``layout.json`` under the cache folder
+verdict is cached per machine and model shape in ``memory_format.json`` under the cache folder
 (``$PARSENET_CACHE``, else ``$XDG_CACHE_HOME/parsenet``, else ``~/.cache/parsenet``), so it costs
 seconds once. ``true``/``false`` force a layout. The choice is logged, and its
 :meth:`LayoutChoice.record`
@@ -34,15 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parsenet.engine.distributed import DistContext, broadcast_object
-from parsenet.engine.precision import AMP_DTYPES
+from parsenet.engine.runtime.distributed import DistContext, broadcast_object
+from parsenet.engine.runtime.precision import AMP_DTYPES
 from parsenet.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 CACHE_ENV = "PARSENET_CACHE"
-CACHE_FILE = "layout.json"
+CACHE_FILE = "memory_format.json"
 # NHWC must beat NCHW by this fraction in the probe to be chosen: within it the default layout
 # stays (no conversions, the layout every operator is written for first).
 MARGIN = 0.02
@@ -123,7 +123,7 @@ class LayoutChoice:
 
 
 def cache_path() -> Path:
-    """``layout.json`` in ``$PARSENET_CACHE``, else ``$XDG_CACHE_HOME/parsenet``, else
+    """``memory_format.json`` in ``$PARSENET_CACHE``, else ``$XDG_CACHE_HOME/parsenet``, else
     ``~/.cache/parsenet``."""
     folder = os.environ.get(CACHE_ENV)
     if not folder:

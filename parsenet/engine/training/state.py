@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from parsenet.data.bad_samples import BadSampleLog
-from parsenet.engine.checkpoint import load_checkpoint, save_checkpoint
-from parsenet.engine.distributed import DistContext, gather_objects
-from parsenet.engine.evaluator import gather_bad_samples
-from parsenet.engine.faults import NonFiniteGuard
-from parsenet.engine.precision import Precision
-from parsenet.engine.runtime import rng_state, set_rng_state
+from parsenet.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
+from parsenet.engine.runtime.distributed import DistContext, gather_objects
+from parsenet.engine.runtime.precision import Precision
+from parsenet.engine.runtime.process import rng_state, set_rng_state
+from parsenet.engine.scoring.split import gather_bad_samples
+from parsenet.engine.training.faults import NonFiniteGuard
 from parsenet.errors import CheckpointError
 from parsenet.fileio import remove_stale_temporaries
 

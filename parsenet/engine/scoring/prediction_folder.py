@@ -8,8 +8,8 @@ import torch
 from tqdm import tqdm
 
 from parsenet.data.base import SegmentationDataset, read_label
-from parsenet.engine.distributed import DistContext
-from parsenet.engine.evaluator import sum_over_processes
+from parsenet.engine.runtime.distributed import DistContext
+from parsenet.engine.scoring.split import sum_over_processes
 from parsenet.errors import DataError
 from parsenet.metrics import SplitScores
 

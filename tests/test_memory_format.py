@@ -16,11 +16,15 @@ from PIL import Image
 
 import parsenet
 from parsenet.data import dataset_info
-from parsenet.engine import layout
-from parsenet.engine.checkpoint import save_checkpoint
-from parsenet.engine.layout import LayoutChoice, choose_memory_format, measure_layouts
-from parsenet.engine.settings import TrainSettings
-from parsenet.engine.trainer import Trainer
+from parsenet.engine.runtime import memory_format
+from parsenet.engine.runtime.checkpoint import save_checkpoint
+from parsenet.engine.runtime.memory_format import (
+    LayoutChoice,
+    choose_memory_format,
+    measure_layouts,
+)
+from parsenet.engine.training.settings import TrainSettings
+from parsenet.engine.training.trainer import Trainer
 from parsenet.errors import ConfigError
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm
@@ -45,13 +49,13 @@ class FakeProbe:
 def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets an empty cache folder and no verdicts of earlier tests."""
     monkeypatch.setenv("PARSENET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(layout, "DECIDED", {})
-    return tmp_path / "cache" / "layout.json"
+    monkeypatch.setattr(memory_format, "DECIDED", {})
+    return tmp_path / "cache" / "memory_format.json"
 
 
 def fake_probe(monkeypatch: pytest.MonkeyPatch, channels_last_s: float) -> FakeProbe:
     probe = FakeProbe(channels_last_s)
-    monkeypatch.setattr(layout, "measure_layouts", probe)
+    monkeypatch.setattr(memory_format, "measure_layouts", probe)
     return probe
 
 
@@ -95,7 +99,7 @@ def test_auto_takes_the_faster_layout_once_and_caches_it(
 ):
     probe = fake_probe(monkeypatch, channels_last_s)
     model = tiny_model()
-    with caplog.at_level(logging.INFO, logger="parsenet.engine.layout"):
+    with caplog.at_level(logging.INFO, logger="parsenet.engine.runtime.memory_format"):
         first = choose_memory_format(model, CPU, (2, 3, 32, 32), "auto", training=True)
     assert (first.name, first.decided_by) == (expected, "probe")
     assert first.probe["channels_last_speedup"] == pytest.approx(1 / channels_last_s)
@@ -108,7 +112,7 @@ def test_auto_takes_the_faster_layout_once_and_caches_it(
     assert entries[key]["memory_format"] == expected
     assert "training 2×3×32×32" in key and f"{torch.get_num_threads()} threads" in key
 
-    monkeypatch.setattr(layout, "DECIDED", {})  # a new process: only the file remains
+    monkeypatch.setattr(memory_format, "DECIDED", {})  # a new process: only the file remains
     again = choose_memory_format(model, CPU, (2, 3, 32, 32), "auto", training=True)
     assert (again.name, again.decided_by) == (expected, "cache") and len(probe.calls) == 1
     choose_memory_format(model, CPU, (2, 3, 48, 48), "auto", training=True)  # another shape
@@ -117,13 +121,16 @@ def test_auto_takes_the_faster_layout_once_and_caches_it(
 
 
 def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path: Path):
-    assert layout.cache_path() == tmp_path / "cache" / "layout.json"
+    assert memory_format.cache_path() == tmp_path / "cache" / "memory_format.json"
     monkeypatch.delenv("PARSENET_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert layout.cache_path() == tmp_path / "xdg" / "parsenet" / "layout.json"
+    assert memory_format.cache_path() == tmp_path / "xdg" / "parsenet" / "memory_format.json"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert layout.cache_path() == tmp_path / "home" / ".cache" / "parsenet" / "layout.json"
+    assert (
+        memory_format.cache_path()
+        == tmp_path / "home" / ".cache" / "parsenet" / "memory_format.json"
+    )
 
 
 def test_an_unwritable_cache_still_decides_once(monkeypatch, tmp_path: Path):

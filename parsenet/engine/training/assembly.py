@@ -20,13 +20,13 @@ from parsenet.data.loader import collate_samples, make_loader, worker_init
 from parsenet.data.normalization import InputNormalization, get_normalization
 from parsenet.data.sampling import ResumableSampler, SeededSamples
 from parsenet.data.transforms import eval_transform, train_transform
-from parsenet.engine.class_weight import checked_class_weight, resolved_class_weight
-from parsenet.engine.distributed import DistContext, main_process_first
-from parsenet.engine.evaluator import shard
-from parsenet.engine.layout import choose_memory_format
-from parsenet.engine.optim import build_optimizer, parameter_groups
-from parsenet.engine.settings import TrainSettings
-from parsenet.engine.validation import Validation
+from parsenet.engine.runtime.distributed import DistContext, main_process_first
+from parsenet.engine.runtime.memory_format import choose_memory_format
+from parsenet.engine.scoring.split import shard
+from parsenet.engine.training.class_weight import checked_class_weight, resolved_class_weight
+from parsenet.engine.training.optim import build_optimizer, parameter_groups
+from parsenet.engine.training.settings import TrainSettings
+from parsenet.engine.training.validation import Validation
 from parsenet.errors import DataError
 from parsenet.models import build_model
 from parsenet.models.parsenet import SegmentationNet
@@ -48,7 +48,7 @@ class TrainingParts:
             and ``layout``, the memory layout chosen and how (``LayoutChoice.record``).
         model: the plain module on the device (its weights are what is saved).
         memory_format: the layout of the weights and inputs (``train.channels_last``: forced,
-            or ``auto``, the faster one here, see :mod:`parsenet.engine.layout`).
+            or ``auto``, the faster one here, see :mod:`parsenet.engine.runtime.memory_format`).
         train_set, val_set: the augmented training split and the validation split as it is.
         validation: scores the validation split while training (``train.eval``).
         optimizer, scheduler, loss: from ``optim`` + ``lr_mult``, ``schedule`` and ``loss``.

@@ -1,0 +1,102 @@
+"""ONNX Runtime as a backend: writing a model as ONNX, running an ONNX file on the CPU, and the
+cached export that ``backend=onnxruntime`` runs. Imported by :mod:`parsenet.loading` (the backend)
+and :mod:`parsenet.export` (the export command) alike."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from parsenet.engine.runtime.memory_format import cache_path
+from parsenet.errors import ConfigError
+from parsenet.fileio import atomic_output
+
+
+def example_input() -> torch.Tensor:
+    """The image an export traces the model on (its height and width stay dynamic)."""
+    return torch.randn(1, 3, 96, 128)
+
+
+ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime (or pip install -e '.[export]')"
+
+
+def write_onnx(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model`` (in eval mode) to ``path`` as ONNX (opset from the exporter, dynamic batch,
+    height and width) through a temporary file renamed into place."""
+    _require_onnx()
+    dims = {0: "batch", 2: "height", 3: "width"}
+    with atomic_output(path) as temporary, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # exporter warnings about shape checks in Python
+        torch.onnx.export(
+            model.eval(),
+            (example_input(),),
+            str(temporary),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=(dims,),
+            verbose=False,
+        )
+    return Path(path)
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"format=onnx needs the ONNX packages: {ONNX_PACKAGES}") from None
+
+
+def onnxruntime_session(path: str | Path, needed_for: str = "backend=onnxruntime") -> Any:
+    """An ONNX Runtime CPU session of an exported file, with as many intra-op threads as torch
+    uses (both backends get the same cores); without onnxruntime a :class:`ConfigError` saying
+    what ``needed_for`` it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(f"{needed_for} needs onnxruntime: {ONNX_PACKAGES}") from None
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An exported model run by ONNX Runtime on the CPU, behind the module interface the
+    inference modes call: N×3×H×W float32 images in, N×K×H×W logits out (a torch tensor)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.session = onnxruntime_session(path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.detach().cpu().float().contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: pixels})[0])
+
+    def extra_repr(self) -> str:
+        return f"{self.path}"
+
+
+def cached_onnx_export(model: nn.Module, checkpoint: Path, model_cfg: dict[str, Any]) -> Path:
+    """The ONNX export of a checkpoint's model, written once into ``onnx/`` of the cache folder
+    (beside ``memory_format.json``, see
+    :func:`parsenet.engine.runtime.memory_format.cache_path`) and reused while the checkpoint file,
+    its model config and the torch version stay the same."""
+    about = checkpoint.stat()
+    identity = [str(checkpoint.resolve()), about.st_size, about.st_mtime_ns, model_cfg]
+    identity.append(str(torch.__version__))
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_path().parent / "onnx" / f"{checkpoint.stem}-{digest}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_onnx(model, path)
+    return path
