@@ -6,7 +6,7 @@ import torch
 from conftest import REPO, write_palette_png, write_voc_tree
 from PIL import Image
 
-from parsenet.data import build_dataset
+from parsenet.data import build_dataset, dataset_info
 from parsenet.data.camvid import camvid_dataset
 from parsenet.data.info import voc_palette
 from parsenet.data.normalization import get_normalization
@@ -164,8 +164,15 @@ def test_folder_layout_datasets_through_their_configs(tmp_path: Path, name, spli
 
 
 def test_context60_adds_background_as_class_zero():
-    from parsenet.data import dataset_info
-
     context60, context59 = dataset_info({"name": "context60"}), dataset_info({"name": "context59"})
     assert context60.class_names[0] == "background"
     assert context60.class_names[1:] == context59.class_names
+
+
+def test_an_unknown_name_and_a_folder_without_classes_are_config_errors():
+    known = "voc, camvid, synthetic, siftflow, context59, context60, folder"
+    for lookup in (dataset_info, lambda cfg: build_dataset(cfg, "train")):
+        with pytest.raises(ConfigError, match=f"data.name='cityscapes' is not one of {known}$"):
+            lookup({"name": "cityscapes"})
+    with pytest.raises(ConfigError, match="data=folder needs data.classes=PATH"):
+        dataset_info({"name": "folder"})

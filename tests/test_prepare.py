@@ -426,6 +426,33 @@ def test_an_existing_tree_is_checked_not_redone(
     assert (root / trees[0] / "train.txt").read_text() == "a\nb\n"
 
 
+@pytest.mark.parametrize(
+    ("dataset", "config", "folder"),
+    [
+        ("voc", "voc", ""),
+        ("sbd", "voc_aug", ""),
+        ("context", "context59", "context59"),
+        ("siftflow", "siftflow", "siftflow"),
+        ("camvid", "camvid", "camvid"),
+    ],
+)
+def test_prepare_names_the_config_and_root_that_read_the_result(
+    tmp_path, monkeypatch, capsys, dataset, config, folder
+):
+    root, published = tmp_path / "data", PREPARERS[dataset]
+    for target in published.targets:
+        (root / target).mkdir(parents=True)
+        lists = published.lists(root / target)
+        lists.mkdir(parents=True, exist_ok=True)
+        for split in published.sizes:
+            (lists / f"{split}.txt").write_text("a\nb\n")
+    use(monkeypatch, dataset, archives=(), sizes=dict.fromkeys(published.sizes, 2), needs=None)
+    prepare(dataset, "--root", str(root))  # prepared already: only the hints are printed
+    out = capsys.readouterr().out
+    assert f"check it:    parsenet-data verify {config} --root {root / folder}\n" in out
+    assert f"train on it: parsenet-train data={config} data.root={root / folder}\n" in out
+
+
 # --- CamVid ------------------------------------------------------------------------------------
 
 

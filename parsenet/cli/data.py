@@ -21,7 +21,7 @@ from parsenet.cli.arguments import ArgumentParser
 from parsenet.cli.common import fail
 from parsenet.config import compose, config_names
 from parsenet.data import build_dataset, dataset_info
-from parsenet.data.prepare import PREPARED_AS, PREPARERS
+from parsenet.data.prepare import PREPARERS
 from parsenet.data.prepare import prepare as prepare_dataset
 from parsenet.data.show import dataset_grid
 from parsenet.data.verify import format_report, verify_dataset
@@ -73,9 +73,9 @@ def prepare(args: argparse.Namespace) -> None:
     """Download, check and convert one dataset under ``--root``."""
     root = Path(args.root)
     downloads = Path(args.downloads) if args.downloads else root / "downloads"
-    prepare_dataset(PREPARERS[args.dataset], root, downloads, args.mirror, args.allow_partial)
-    name, folder = PREPARED_AS[args.dataset]
-    where = root / folder
+    preparer = PREPARERS[args.dataset]
+    prepare_dataset(preparer, root, downloads, args.mirror, args.allow_partial)
+    name, where = preparer.config, root / preparer.config_root
     print(f"prepared {args.dataset} under {root}")
     print(f"check it:    parsenet-data verify {name} --root {where}")
     print(f"train on it: parsenet-train data={name} data.root={where}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from parsenet.data.base import PairTransform, SegmentationDataset
@@ -19,16 +20,21 @@ from parsenet.data.synthetic import SYNTHETIC_INFO, ensure_synthetic
 from parsenet.data.voc import VOC_INFO, voc_dataset
 from parsenet.errors import ConfigError
 
-# Datasets with a fixed label space; ``folder`` reads its own from ``data.classes``.
-DATASET_INFOS: dict[str, DatasetInfo] = {
-    "voc": VOC_INFO,
-    "camvid": CAMVID_INFO,
-    "synthetic": SYNTHETIC_INFO,
-    "siftflow": SIFTFLOW_INFO,
-    "context59": CONTEXT59_INFO,
-    "context60": CONTEXT60_INFO,
-}
-DATASET_NAMES = (*DATASET_INFOS, "folder")
+Builder = Callable[[Mapping[str, Any], str, PairTransform | None], SegmentationDataset]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One ``data.name``: its label space and how a split of it is built.
+
+    Attributes:
+        info: the fixed label space, or ``None`` for a dataset that reads its own from
+            ``data.classes`` (``folder``).
+        build: ``build(cfg, split, transform)``, the ``split`` of the dataset ``cfg`` describes.
+    """
+
+    info: DatasetInfo | None
+    build: Builder
 
 
 def _on_bad_sample(cfg: Mapping[str, Any]) -> str:
@@ -76,37 +82,41 @@ def _folder(cfg: Mapping[str, Any], split: str, transform: PairTransform | None)
     )
 
 
-DATASET_BUILDERS: dict[str, Callable[..., SegmentationDataset]] = {
-    "voc": _voc,
-    "camvid": _camvid,
-    "synthetic": _synthetic,
-    "siftflow": _folder,
-    "context59": _folder,
-    "context60": _folder,
-    "folder": _folder,
+DATASET_ENTRIES: dict[str, DatasetEntry] = {
+    "voc": DatasetEntry(VOC_INFO, _voc),
+    "camvid": DatasetEntry(CAMVID_INFO, _camvid),
+    "synthetic": DatasetEntry(SYNTHETIC_INFO, _synthetic),
+    "siftflow": DatasetEntry(SIFTFLOW_INFO, _folder),
+    "context59": DatasetEntry(CONTEXT59_INFO, _folder),
+    "context60": DatasetEntry(CONTEXT60_INFO, _folder),
+    "folder": DatasetEntry(None, _folder),
 }
+DATASET_NAMES = tuple(DATASET_ENTRIES)
+
+
+def _entry(name: str) -> DatasetEntry:
+    """The entry of ``data.name``; a :class:`ConfigError` naming the known ones otherwise."""
+    if name not in DATASET_ENTRIES:
+        raise ConfigError(f"data.name={name!r} is not one of {', '.join(DATASET_NAMES)}")
+    return DATASET_ENTRIES[name]
 
 
 def dataset_info(cfg: Mapping[str, Any]) -> DatasetInfo:
     """Class names, palette and ignore index of the dataset a ``data`` config node describes
     (``{"name": "voc"}`` is enough for a built-in one)."""
-    name = cfg["name"]
-    if name == "folder":
-        if not cfg.get("classes"):
-            raise ConfigError("data=folder needs data.classes=PATH (a YAML file of class names)")
-        return read_classes_file(cfg["classes"])
-    if name not in DATASET_INFOS:
-        raise ConfigError(f"data.name={name!r} is not one of {', '.join(DATASET_NAMES)}")
-    return DATASET_INFOS[name]
+    info = _entry(cfg["name"]).info
+    if info is not None:
+        return info
+    if not cfg.get("classes"):
+        raise ConfigError("data=folder needs data.classes=PATH (a YAML file of class names)")
+    return read_classes_file(cfg["classes"])
 
 
 def build_dataset(
     cfg: Mapping[str, Any], split: str, transform: PairTransform | None = None
 ) -> SegmentationDataset:
     """Build the ``split`` of the dataset that a ``data`` config node describes."""
-    if cfg["name"] not in DATASET_BUILDERS:
-        raise ConfigError(f"data.name={cfg['name']!r} is not one of {', '.join(DATASET_NAMES)}")
-    return DATASET_BUILDERS[cfg["name"]](cfg, split, transform)
+    return _entry(cfg["name"]).build(cfg, split, transform)
 
 
 __all__ = ["DATASET_NAMES", "DatasetInfo", "SegmentationDataset", "build_dataset", "dataset_info"]

@@ -14,7 +14,7 @@ from parsenet.data.prepare.context import CONTEXT_PREPARER
 from parsenet.data.prepare.siftflow import SIFTFLOW_PREPARER
 from parsenet.data.prepare.voc import SBD_PREPARER, VOC_PREPARER
 
-__all__ = ["PREPARED_AS", "PREPARERS", "Preparer", "prepare"]
+__all__ = ["PREPARERS", "Preparer", "prepare"]
 
 PREPARERS: dict[str, Preparer] = {
     "voc": VOC_PREPARER,
@@ -22,12 +22,4 @@ PREPARERS: dict[str, Preparer] = {
     "context": CONTEXT_PREPARER,
     "siftflow": SIFTFLOW_PREPARER,
     "camvid": CAMVID_PREPARER,
-}
-# The configs/data/ name that reads each prepared dataset, and its root under --root.
-PREPARED_AS: dict[str, tuple[str, str]] = {
-    "voc": ("voc", ""),
-    "sbd": ("voc_aug", ""),
-    "context": ("context59", "context59"),
-    "siftflow": ("siftflow", "siftflow"),
-    "camvid": ("camvid", "camvid"),
 }

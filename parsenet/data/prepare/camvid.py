@@ -24,4 +24,6 @@ CAMVID_PREPARER = Preparer(
     targets=(Path("camvid"),),
     convert=take_folder("*/CamVid", "CamVid folder"),
     sizes=CAMVID_SIZES,
+    config="camvid",
+    config_root="camvid",
 )

@@ -43,6 +43,8 @@ class Preparer:
             scratch folder of each target, in order) from the unpacked archives (one folder per
             archive, in order); ``allow_partial`` for the checks of the release it makes.
         sizes: the published size of each split.
+        config: the ``configs/data/`` name that reads the prepared dataset.
+        config_root: its ``data.root``, relative to the data root (``""``: the data root).
         lists: the folder of a tree's ``<split>.txt`` list files.
         needs: checks, before anything is fetched, what must be under the data root already.
     """
@@ -52,6 +54,8 @@ class Preparer:
     targets: tuple[Path, ...]
     convert: Convert
     sizes: Mapping[str, int]
+    config: str
+    config_root: str
     lists: Callable[[Path], Path] = tree_top
     needs: Callable[[Path], object] | None = None
 

@@ -107,4 +107,6 @@ CONTEXT_PREPARER = Preparer(
     targets=(Path("context59"), Path("context60")),
     convert=convert_context,
     sizes=CONTEXT_SIZES,
+    config="context59",
+    config_root="context59",
 )

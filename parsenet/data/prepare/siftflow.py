@@ -78,4 +78,6 @@ SIFTFLOW_PREPARER = Preparer(
     targets=(Path("siftflow"),),
     convert=convert_siftflow,
     sizes=SIFTFLOW_SIZES,
+    config="siftflow",
+    config_root="siftflow",
 )

@@ -114,6 +114,8 @@ VOC_PREPARER = Preparer(
     targets=(VOC_SUBDIR,),
     convert=take_folder("**/VOC2012", "VOC2012 folder"),
     sizes=VOC_SIZES,
+    config="voc",
+    config_root="",
     lists=lambda tree: tree / SEGMENTATION_LISTS,
 )
 SBD_PREPARER = Preparer(
@@ -122,6 +124,8 @@ SBD_PREPARER = Preparer(
     targets=(VOC_SUBDIR / "SegmentationClassAug",),
     convert=convert_sbd,
     sizes={"train_aug": TRAIN_AUG_SIZE},
+    config="voc_aug",
+    config_root="",
     lists=lambda tree: tree.parent / SEGMENTATION_LISTS,
     needs=segmentation_lists,
 )
