@@ -1,8 +1,12 @@
-"""ImageNet initialisation of the VGG16 trunks, with the paper's fc6/fc7 net surgery.
+"""ImageNet initialisation of the trunks: the VGG16s with the paper's fc6/fc7 net surgery, and the
+ResNet and MobileNetV3 trunks from torchvision's weights enums.
 
 Sources for ``model.backbone.pretrained``:
 
-- ``imagenet``: torchvision's VGG16 ImageNet weights (downloaded into the torch hub cache);
+- ``imagenet``: torchvision's ImageNet weights of the trunk (VGG16; ResNet-50/101 and
+  MobileNetV3-Large ``IMAGENET1K_V1``, the starts of torchvision's own segmentation models),
+  downloaded into the torch hub cache;
+- for the ResNet and MobileNetV3 trunks, a path to the torchvision classifier's state dict;
 - a path to a torchvision VGG16 state dict (``features.*`` / ``classifier.*`` keys);
 - a path to a Caffe-converted reduced VGG16 (``vgg16_reducedfc.pth`` of the SSD ports: the
   ``nn.ModuleList`` keys ``0.weight`` … ``33.weight``, fc6 already 1024×512×3×3; also what
@@ -25,6 +29,7 @@ from typing import Any
 import torch
 
 from parsenet.errors import ConfigError
+from parsenet.models.trunk import BatchNormTrunk, Trunk
 from parsenet.models.vgg import VGGTrunk
 
 IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -44,7 +49,12 @@ RANDOM_START_DATA = ("synthetic",)
 Tensors = dict[str, torch.Tensor]
 
 
-def resolve_pretrained(source: Any, data_name: str | None, width_mult: float) -> tuple[Any, str]:
+def resolve_pretrained(
+    source: Any,
+    data_name: str | None,
+    width_mult: float,
+    weights_name: str = VGGTrunk.weights_name,
+) -> tuple[Any, str]:
     """What ``model.backbone.pretrained=auto`` means for this run, and a line saying why.
 
     ``auto`` is ``imagenet`` (the paper's start) for real data at full width, and ``none`` for
@@ -62,7 +72,7 @@ def resolve_pretrained(source: Any, data_name: str | None, width_mult: float) ->
             "ImageNet weights exist only at full width (1.0)"
         )
     return "imagenet", (
-        f"{prefix}: torchvision's VGG16 ImageNet weights (imagenet) for data {data_name} at full "
+        f"{prefix}: {weights_name} (imagenet) for data {data_name} at full "
         "width; model.backbone.pretrained=none starts from random weights"
     )
 
@@ -137,17 +147,33 @@ def reducedfc_layers(state: Tensors, arch: str, source: str) -> dict[str, tuple]
 
 
 def read_source(source: str, setting: str | None = None) -> tuple[Tensors, str]:
-    """Load a pretrained source's state dict and say which format it is in
+    """Load a pretrained source's state dict for a VGG trunk and say which format it is in
     (``torchvision`` or ``reducedfc``). ``setting`` names the choice in messages (default
     ``model.backbone.pretrained=SOURCE``)."""
+    state = load_state(
+        source, IMAGENET_URL, "a torchvision VGG16 state dict or vgg16_reducedfc.pth", setting
+    )
+    if "classifier.0.weight" in state:
+        return state, "torchvision"
+    if f"{REDUCED_FC_INDICES['fc6']}.weight" in state:
+        return state, "reducedfc"
+    raise ConfigError(
+        f"model.backbone.pretrained={source} is neither a torchvision VGG16 state dict "
+        "(features.*, classifier.*) nor vgg16_reducedfc.pth (0.weight … 33.weight)"
+    )
+
+
+def load_state(source: str, url: str, expected: str, setting: str | None = None) -> Tensors:
+    """The state dict of ``source``: ``imagenet`` downloads ``url`` (or finds it in the torch hub
+    cache), anything else is a file holding ``expected`` (named in the messages)."""
     if source == "imagenet":
-        state = _download_imagenet(setting or f"model.backbone.pretrained={source}")
+        state = _download(url, setting or f"model.backbone.pretrained={source}")
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             raise ConfigError(
                 f"model.backbone.pretrained={source}: no such file; give imagenet, none, or the "
-                "path of a torchvision VGG16 state dict or vgg16_reducedfc.pth"
+                f"path of {expected}"
             )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -160,24 +186,16 @@ def read_source(source: str, setting: str | None = None) -> tuple[Tensors, str]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ConfigError(f"model.backbone.pretrained={source} is not a state dict of tensors")
-    state = _strip_prefix(state)
-    if "classifier.0.weight" in state:
-        return state, "torchvision"
-    if f"{REDUCED_FC_INDICES['fc6']}.weight" in state:
-        return state, "reducedfc"
-    raise ConfigError(
-        f"model.backbone.pretrained={source} is neither a torchvision VGG16 state dict "
-        "(features.*, classifier.*) nor vgg16_reducedfc.pth (0.weight … 33.weight)"
-    )
+    return _strip_prefix(state)
 
 
-def _download_imagenet(setting: str) -> Tensors:
+def _download(url: str, setting: str) -> Tensors:
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
     try:
-        return torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", progress=True)
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True)
     except OSError as error:  # URLError, HTTPError and socket errors are OSErrors
         raise ConfigError(
-            f"{setting}: cannot download {IMAGENET_URL} ({error}); put that file in "
+            f"{setting}: cannot download {url} ({error}); put that file in "
             f"{hub_dir}/, give its path as model.backbone.pretrained=PATH, or start from random "
             "weights with model.backbone.pretrained=none"
         ) from None
@@ -188,11 +206,12 @@ CONVENTIONS = {"torchvision": "torchvision", "reducedfc": "caffe"}
 READERS = {"torchvision": torchvision_layers, "reducedfc": reducedfc_layers}
 
 
-def initialise_backbone(trunk: VGGTrunk, source: Any, setting: str | None = None) -> str | None:
+def initialise_backbone(trunk: Trunk, source: Any, setting: str | None = None) -> str | None:
     """Copy pretrained weights into ``trunk`` and return their input convention.
 
     Args:
-        trunk: the model's backbone (full width).
+        trunk: the model's backbone (full width): a VGG trunk, or a BatchNorm trunk built from
+            a torchvision classifier.
         source: ``none``/``None``, ``imagenet``, or a file path (see the module docstring);
             ``auto`` must be resolved first (:func:`resolve_pretrained`).
         setting: how messages name the choice (default ``model.backbone.pretrained=SOURCE``).
@@ -217,6 +236,8 @@ def initialise_backbone(trunk: VGGTrunk, source: Any, setting: str | None = None
             f"model.backbone.pretrained={source} needs model.backbone.width_mult=1.0 "
             f"(got {trunk.width_mult}); pretrained weights exist only at full width"
         )
+    if isinstance(trunk, BatchNormTrunk):
+        return initialise_torchvision_trunk(trunk, source, setting)
     state, kind = read_source(source, setting)
     layers = READERS[kind](state, trunk.arch, source)
     convolutions = trunk.convolutions()
@@ -231,6 +252,33 @@ def initialise_backbone(trunk: VGGTrunk, source: Any, setting: str | None = None
             conv.weight.copy_(weight)
             conv.bias.copy_(bias)
     return CONVENTIONS[kind]
+
+
+def initialise_torchvision_trunk(
+    trunk: BatchNormTrunk, source: str, setting: str | None = None
+) -> str:
+    """Load torchvision's classifier weights (``imagenet``: the trunk's weights enum entry; or a
+    file of the same state dict) into a ResNet or MobileNetV3 trunk; its classifier is left out.
+    Returns the input convention, ``torchvision``."""
+    weights = trunk.imagenet_weights
+    state = load_state(source, weights.url, f"a torchvision {weights} state dict", setting)
+    mapped = {ours: v for key, v in state.items() if (ours := trunk.trunk_key(key)) is not None}
+    expected = trunk.layers.state_dict()
+    missing = [key for key in expected if key not in mapped]
+    if missing or len(mapped) != len(expected):
+        odd = missing or sorted(set(mapped) - set(expected))
+        raise ConfigError(
+            f"model.backbone.pretrained={source} is not a torchvision {trunk.arch} state dict "
+            f"(no {odd[0]!r} among {len(odd)} differing keys); give imagenet or that file"
+        )
+    for key, value in mapped.items():
+        if value.shape != expected[key].shape:
+            raise ConfigError(
+                f"model.backbone.pretrained={source}: {key} has shape {tuple(value.shape)}, the "
+                f"{trunk.arch} trunk needs {tuple(expected[key].shape)}"
+            )
+    trunk.layers.load_state_dict(mapped)
+    return "torchvision"
 
 
 def choose_input_norm(requested: str | None, weights_convention: str | None) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
-import torch
 from torch import nn
+
+from parsenet.models.trunk import Trunk
 
 # (stage name, number of 3×3 convolutions, output channels at full width)
 VGG16_STAGES: tuple[tuple[str, int, int], ...] = (
@@ -53,7 +53,7 @@ def scaled_channels(channels: int, width_mult: float) -> int:
     return max(1, int(round(channels * width_mult)))
 
 
-class VGGTrunk(nn.Module):
+class VGGTrunk(Trunk):
     """VGG16 with fc6/fc7 as convolutions, in one of the layouts of :data:`TRUNKS`.
 
     ``reduced_vgg16`` (the paper's trunk, output stride 8): pool1–3 are 2×2/2 max pools in ceil
@@ -70,10 +70,12 @@ class VGGTrunk(nn.Module):
         dropout: dropout rate after fc6 and fc7.
     """
 
+    weights_name = "torchvision's VGG16 ImageNet weights"
+
     def __init__(
         self, arch: str = "reduced_vgg16", width_mult: float = 1.0, dropout: float = 0.5
     ) -> None:
-        super().__init__()
+        super().__init__(arch, width_mult)
         if arch not in TRUNKS:
             raise ValueError(f"backbone.arch must be one of {sorted(TRUNKS)}, got {arch!r}")
         if not width_mult > 0:
@@ -81,14 +83,8 @@ class VGGTrunk(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"backbone.dropout must be in [0, 1), got {dropout}")
         layout = TRUNKS[arch]
-        self.arch = arch
-        self.width_mult = width_mult
+        # A tap is the output of the ReLU after its convolution (for fc7 the dropout after it).
         layers: dict[str, nn.Module] = {}
-        self.tap_channels: dict[str, int] = {}
-        self.tap_strides: dict[str, int] = {}
-        # Tap name → the layer of ``self.layers`` whose output is the tap: the ReLU after the
-        # convolution (for fc7 the dropout after its ReLU).
-        self.tap_outputs: dict[str, str] = {}
         in_channels, stride = 3, 1
         for stage_index, (stage, num_convs, channels) in enumerate(VGG16_STAGES, start=1):
             out_channels = scaled_channels(channels, width_mult)
@@ -101,7 +97,7 @@ class VGGTrunk(nn.Module):
                 relu = f"relu{stage_index}_{conv_index}"
                 layers[relu] = nn.ReLU(inplace=True)
                 if name in TAPPABLE:
-                    self._add_tap(name, relu, out_channels, stride)
+                    self.add_tap(name, relu, out_channels, stride)
                 in_channels = out_channels
             if stage_index <= layout.strided_pools:
                 layers[f"pool{stage_index}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
@@ -122,17 +118,9 @@ class VGGTrunk(nn.Module):
         layers["fc7"] = nn.Conv2d(fc_channels, fc_channels, 1)
         layers["relu7"] = nn.ReLU(inplace=True)
         layers["drop7"] = nn.Dropout(dropout)
-        self.layers = nn.Sequential(OrderedDict(layers))
-        self._add_tap("fc7", "drop7", fc_channels, stride)
-        self.out_channels = fc_channels
-        self.output_stride = stride
+        self.set_layers(layers)
+        self.add_tap("fc7", "drop7", fc_channels, stride)
         self.reset_parameters()
-
-    def _add_tap(self, name: str, output: str, channels: int, stride: int) -> None:
-        """Record that tap ``name`` is the output of layer ``output``, with its channels and
-        stride."""
-        self.tap_outputs[name] = output
-        self.tap_channels[name], self.tap_strides[name] = channels, stride
 
     def reset_parameters(self) -> None:
         """Random initialisation for training without ImageNet weights (He normal, zero bias)."""
@@ -148,24 +136,3 @@ class VGGTrunk(nn.Module):
             for name, layer in self.layers.named_children()
             if isinstance(layer, nn.Conv2d)
         }
-
-    def features(self, x: torch.Tensor, taps: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """Run the trunk and return the outputs of the layers in ``taps`` (after their ReLU;
-        ``fc7`` also after its dropout), each at its own resolution (see ``tap_strides``)."""
-        unknown = set(taps) - set(self.tap_outputs)
-        if unknown:
-            raise ValueError(
-                f"cannot tap {sorted(unknown)}; choose among {tuple(self.tap_outputs)}"
-            )
-        wanted = {self.tap_outputs[name]: name for name in taps}
-        outputs: dict[str, torch.Tensor] = {}
-        for name, layer in self.layers.named_children():
-            x = layer(x)
-            if name in wanted:
-                outputs[wanted[name]] = x
-        return outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the fc7 features (after ReLU and dropout) at 1/``output_stride`` of the input
-        size (rounded up)."""
-        return self.layers(x)

@@ -50,7 +50,7 @@ class TrainingParts:
         memory_format: the layout of the weights and inputs (``train.channels_last``: forced,
             or ``auto``, the faster one here, see :mod:`parsenet.engine.runtime.memory_format`).
         train_set, val_set: the augmented training split and the validation split as it is.
-        validation: scores the validation split while training (``train.eval``).
+        validation: scores the validation split while training (the ``inference`` node).
         optimizer, scheduler, loss: from ``optim`` + ``lr_mult``, ``schedule`` and ``loss``.
     """
 
@@ -74,7 +74,8 @@ def initialised_model(
     ``data_name``, at full width; ``none`` for the synthetic data or another width; logged)."""
     model = build_model(model_cfg, num_classes)
     requested = model_cfg["backbone"].get("pretrained")
-    source, why = resolve_pretrained(requested, data_name, model.backbone.width_mult)
+    trunk = model.backbone
+    source, why = resolve_pretrained(requested, data_name, trunk.width_mult, trunk.weights_name)
     if why:
         log.info(why)
     setting = f"model.backbone.pretrained={requested}" + (
@@ -185,7 +186,7 @@ def assemble(
     validation = Validation(
         val_set,
         val_loader,
-        settings.evaluation,
+        settings.inference,
         context,
         settings.num_overlays,
         split=config["data"]["val_split"],
