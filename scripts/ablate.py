@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from scipy.stats import t as student_t
 
 from parsenet.config import config_dir
 from parsenet.fileio import atomic_write
@@ -47,12 +48,6 @@ REPO = Path(__file__).resolve().parents[1]
 TABLES = config_dir() / "ablation"
 METRICS = SUMMARY_KEYS  # (metrics.json key, column title): the console tables' summary scores
 PAPER_METRICS = tuple((k, t) for k, t in METRICS if k in ("mIoU", "pixel_acc", "mean_acc", "fwIoU"))
-# Two-sided 95 % quantiles of Student's t for 1–30 degrees of freedom (1.96 beyond).
-T_95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
 Results = dict[str, dict[Any, dict]]  # experiment → seed (None: no --seeds) → metrics.json
 
 
@@ -177,7 +172,7 @@ def paired(differences: list[float]) -> str:
     if sd is None:
         return f"{mean:+.2f}"
     n = len(differences)
-    half_width = (T_95[n - 2] if n - 1 <= len(T_95) else 1.96) * sd / math.sqrt(n)
+    half_width = student_t.ppf(0.975, n - 1) * sd / math.sqrt(n)
     return f"{mean:+.2f} ± {sd:.2f}" + ("*" if abs(mean) > half_width else "")
 
 

@@ -76,6 +76,14 @@ def test_spread_and_paired_differences_by_hand():
     ]  # fmt: skip
 
 
+def test_the_paired_interval_takes_students_t_quantile_at_any_number_of_seeds():
+    ablate = load_script()
+    # Differences 3, 1, 5: mean 3, sd 2; t(2) · 2 / √3 = 4.97 > 3 (1.96 · 2 / √3 = 2.26 < 3).
+    assert ablate.paired([3.0, 1.0, 5.0]) == "+3.00 ± 2.00"
+    # 32 seeds: mean 0.36, sd 1.016; t(31) · 1.016 / √32 = 0.366 > 0.36 (1.96 gives 0.352).
+    assert ablate.paired([1.36] * 16 + [-0.64] * 16) == "+0.36 ± 1.02"
+
+
 def test_seeds_train_every_row_per_seed_resume_and_pair_with_the_baseline(tmp_path: Path):
     out = tmp_path / "table"
     overrides = tiny_ablation(tmp_path)
