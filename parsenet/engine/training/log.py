@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +82,17 @@ def step_scalars(window: list[dict[str, float]], images_per_step: int) -> dict[s
     }
 
 
+def format_duration(seconds: float) -> str:
+    """``seconds`` (≥ 0) as ``H:MM:SS``, with the days in front from 24 hours on
+    (``1 day, 2:03:04``, ``3 days, 0:00:00``): :class:`datetime.timedelta`'s form, the fraction
+    of a second dropped."""
+    return str(timedelta(seconds=int(seconds)))
+
+
 def progress_line(values: dict[str, float], iteration: int, max_iters: int, base_lr: float) -> str:
     """The console line of one log interval: iteration, loss, learning rate, speed, ETA."""
-    eta = time.gmtime((max_iters - iteration) * values["train/step_seconds"])
+    eta = format_duration((max_iters - iteration) * values["train/step_seconds"])
     return (
         f"iter {iteration}/{max_iters}: loss {values['train/loss']:.4f}, base lr {base_lr:.3g}, "
-        f"{values['train/images_per_s']:.1f} img/s, ETA {time.strftime('%H:%M:%S', eta)}"
+        f"{values['train/images_per_s']:.1f} img/s, ETA {eta}"
     )
