@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Quick start, command 2: set up .venv, then lint and run the fast test suite (in parallel, one
-# worker per core). Extra arguments go to pytest (e.g. `bash scripts/test.sh -m slow`).
+# Quick start, command 2: set up .venv, then lint, build the docs strictly and run the fast test
+# suite (in parallel, one worker per core). Extra arguments go to pytest (e.g.
+# `bash scripts/test.sh -m slow`).
 # Real-data tests read PARSENET_VOC and PARSENET_CAMVID (defaulting to ../shared/datasets/… when
 # that folder exists).
 set -euo pipefail
@@ -15,5 +16,8 @@ if [ -z "${PARSENET_CAMVID:-}" ] && [ -d "$shared/camvid" ]; then
 fi
 .venv/bin/ruff check parsenet tests scripts
 .venv/bin/ruff format --check --quiet parsenet tests scripts
+# The user guide (docs/) as a site, strictly: any warning fails — a link to a missing page, anchor
+# or file (the README's too, through docs/readme.md) or a page left out of the navigation.
+.venv/bin/python -m sphinx -W --keep-going -E -q -b html docs build/docs
 # One worker per core; each test file stays on one worker (its module fixtures are built once).
 exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"
