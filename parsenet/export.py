@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import torch
 from torch import nn
 
 from parsenet.errors import ConfigError, ParsenetError
-from parsenet.fileio import atomic_output
+from parsenet.fileio import staged_output
 from parsenet.loading import load_for_inference
-from parsenet.onnx_backend import example_input, onnxruntime_session, write_onnx
+from parsenet.onnx_backend import SIDECAR_SUFFIX, example_input, onnxruntime_session, save_onnx
 from parsenet.report import write_json
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -42,16 +43,38 @@ def check_output_path(out: str | Path, fmt: str) -> Path:
     return path
 
 
-def export_model(model: nn.Module, fmt: str, path: str | Path) -> Path:
-    """Write ``model`` (in eval mode) as TorchScript (traced) or ONNX (see
-    :func:`parsenet.onnx_backend.write_onnx`) through a temporary file renamed into place."""
+def save_torchscript(model: nn.Module, path: Path) -> None:
+    """Write ``model`` (in eval mode) traced as TorchScript exactly at ``path``."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape checks in Python
+        torch.jit.save(torch.jit.trace(model.eval(), example_input()), str(path))
+
+
+SAVERS: dict[str, Callable[[nn.Module, Path], None]] = {
+    "torchscript": save_torchscript,
+    "onnx": save_onnx,
+}
+# The files a format may write beside ``<name>``, as suffixes of that name.
+COMPANIONS = {"torchscript": [], "onnx": [SIDECAR_SUFFIX]}
+
+
+@contextmanager
+def staged_export(model: nn.Module, fmt: str, path: str | Path) -> Iterator[Path]:
+    """Write ``model`` as TorchScript or ONNX (see :func:`parsenet.onnx_backend.save_onnx`) under
+    ``path``'s name in a hidden folder beside it and yield that file, to be checked there; when
+    the block ends it (with an ONNX sidecar, if any) is renamed into place, and if the block
+    fails nothing at ``path`` changes (see :func:`parsenet.fileio.staged_output`)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not one of {sorted(FORMATS)}")
-    if fmt == "onnx":
-        return write_onnx(model, path)
-    with atomic_output(path) as temporary, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about shape checks in Python
-        torch.jit.save(torch.jit.trace(model.eval(), example_input()), str(temporary))
+    with staged_output(path, COMPANIONS[fmt]) as staged:
+        SAVERS[fmt](model, staged)
+        yield staged
+
+
+def export_model(model: nn.Module, fmt: str, path: str | Path) -> Path:
+    """Write ``model`` to ``path`` as TorchScript or ONNX, unchecked (see :func:`staged_export`)."""
+    with staged_export(model, fmt, path):
+        pass
     return Path(path)
 
 
@@ -105,20 +128,19 @@ def export_checkpoint(
 
     Raises:
         ConfigError: ``out`` is a folder or cannot be written (see :func:`check_output_path`).
-        ParsenetError: the export agrees on fewer than ``min_agreement`` of the pixels (the file
-            is removed, nothing is kept).
+        ParsenetError: the export agrees on fewer than ``min_agreement`` of the pixels (it is
+            not kept; what was at ``out`` stays as it was).
     """
     out = check_output_path(out, fmt)
     loaded = load_for_inference(checkpoint, "cpu", channels_last=False)  # traced as NCHW
-    out = export_model(loaded.model, fmt, out)
-    results = parity(loaded.model, load_runner(fmt, out), check_sizes)
-    worst = min(result["argmax_agreement"] for result in results)
-    if worst < min_agreement:
-        out.unlink()
-        raise ParsenetError(
-            f"the {fmt} export agrees with the eager model on only {100 * worst:.3f} % of pixels "
-            f"(min_agreement={min_agreement}); nothing was kept"
-        )
+    with staged_export(loaded.model, fmt, out) as staged:  # checked under its final name
+        results = parity(loaded.model, load_runner(fmt, staged), check_sizes)
+        worst = min(result["argmax_agreement"] for result in results)
+        if worst < min_agreement:
+            raise ParsenetError(
+                f"the {fmt} export agrees with the eager model on only {100 * worst:.3f} % of "
+                f"pixels (min_agreement={min_agreement}); it was not kept, out={out} is unchanged"
+            )
     norm = loaded.normalization
     about = {
         "file": str(out),

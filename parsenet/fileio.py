@@ -1,15 +1,16 @@
 """Writing files and folders so that readers only ever see the old or the complete new content.
 
-Every file a command writes (checkpoints, metrics, predictions, pictures, exports) goes through
-:func:`atomic_output`; every folder built in one go (a prepared or generated dataset) through
-:func:`staged_folder`.
+Every file a command writes (checkpoints, metrics, predictions, pictures) goes through
+:func:`atomic_output`; an export, which is checked under its final name before it is kept and may
+come with a companion file, through :func:`staged_output`; every folder built in one go (a
+prepared or generated dataset) through :func:`staged_folder`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +21,8 @@ TEMPORARY_MARK = ".tmp-"
 
 
 def temporary_name(path: Path) -> Path:
-    """The hidden name beside ``path`` that this process writes before renaming into place."""
+    """The hidden name beside ``path`` that this process writes (a file, or for
+    :func:`staged_output` a folder) before renaming into place."""
     return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
 
 
@@ -34,11 +36,16 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     temporary = temporary_name(path)
     try:
         yield temporary
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        replace_durably(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def replace_durably(source: Path, target: Path) -> None:
+    """Flush ``source`` to disk, then rename it to ``target`` (replacing what was there)."""
+    with open(source, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(source, target)
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
@@ -47,6 +54,47 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
         write(handle)
     return Path(path)
+
+
+@contextmanager
+def staged_output(path: str | Path, companions: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield ``path``'s own name inside a fresh hidden folder beside it
+    (``.<name>.tmp-<pid>/<name>``), for a writer that may leave companion files named
+    ``<name><suffix>`` (an ONNX weights file) and whose output is checked under its final name
+    before it is kept.
+
+    When the block ends, the companions and then the file are renamed into place, and a companion
+    of an earlier file at ``path`` that this write did not produce is removed. On failure or
+    Ctrl-C nothing at ``path`` changes. The folder is always removed; folders left by killed
+    processes are swept first (see :func:`remove_stale_temporaries`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    folder = temporary_name(path)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    try:
+        staged = folder / path.name
+        yield staged
+        move_into_place(staged, path, companions)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def move_into_place(staged: Path, path: Path, companions: Sequence[str]) -> None:
+    """Rename ``staged``'s companions (``<name><suffix>`` for each of ``companions``) and then
+    ``staged`` itself beside ``path`` under ``path``'s name; delete the companions of ``path``
+    that ``staged`` does not have."""
+    pairs = [
+        (staged.with_name(staged.name + end), path.with_name(path.name + end)) for end in companions
+    ]
+    written = [(source, target) for source, target in pairs if source.exists()]
+    for source, target in [*written, (staged, path)]:
+        replace_durably(source, target)
+    for source, target in pairs:
+        if (source, target) not in written:
+            target.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -78,12 +126,16 @@ def writer_gone(temporary: Path) -> bool:
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete temporary files that :func:`atomic_output` left in ``folder`` when its process was
-    killed mid-write (they are never the file a reader opens); files that a live process is
-    still writing are left alone. Returns what was removed."""
+    """Delete the temporary files of :func:`atomic_output` and folders of :func:`staged_output`
+    left in ``folder`` when their process was killed mid-write (they are never what a reader
+    opens); those that a live process is still writing are left alone. Returns what was
+    removed."""
     pattern = f".*{TEMPORARY_MARK}*"
     found = sorted(Path(folder).glob(pattern)) if Path(folder).is_dir() else []
     stale = [path for path in found if writer_gone(path)]
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale

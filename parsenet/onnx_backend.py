@@ -15,7 +15,7 @@ from torch import nn
 
 from parsenet.engine.runtime.memory_format import cache_path
 from parsenet.errors import ConfigError
-from parsenet.fileio import atomic_output
+from parsenet.fileio import staged_output
 
 
 def example_input() -> torch.Tensor:
@@ -25,25 +25,36 @@ def example_input() -> torch.Tensor:
 
 ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime (or pip install -e '.[export]')"
 
+# Protobuf cannot hold a model of 2 GiB or more, so weights past this many bytes go into a sidecar
+# file; the margin leaves room for the graph (torch's exporter draws the same line).
+SINGLE_FILE_LIMIT = 1536 * 2**20
+# The sidecar of a model over that limit: ``<name>.data`` beside ``<name>``, which names it.
+SIDECAR_SUFFIX = ".data"
 
-def write_onnx(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model`` (in eval mode) to ``path`` as ONNX (opset from the exporter, dynamic batch,
-    height and width) through a temporary file renamed into place."""
+
+def save_onnx(model: nn.Module, path: Path) -> None:
+    """Write ``model`` (in eval mode) as ONNX exactly at ``path`` (opset from the exporter,
+    dynamic batch, height and width): one file with the weights inside, or over
+    :data:`SINGLE_FILE_LIMIT` bytes of weights ``<name>.data`` beside it, referenced by that name.
+    Callers write into :func:`parsenet.fileio.staged_output` with :data:`SIDECAR_SUFFIX`."""
     _require_onnx()
     dims = {0: "batch", 2: "height", 3: "width"}
-    with atomic_output(path) as temporary, warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # exporter warnings about shape checks in Python
-        torch.onnx.export(
+        program = torch.onnx.export(
             model.eval(),
             (example_input(),),
-            str(temporary),
             dynamo=True,
             input_names=["image"],
             output_names=["logits"],
             dynamic_shapes=(dims,),
             verbose=False,
         )
-    return Path(path)
+    initializers = program.model.graph.initializers.values()
+    weights = sum(
+        value.const_value.nbytes for value in initializers if value.const_value is not None
+    )
+    program.save(path, external_data=weights > SINGLE_FILE_LIMIT)
 
 
 def _require_onnx() -> None:
@@ -97,6 +108,6 @@ def cached_onnx_export(model: nn.Module, checkpoint: Path, model_cfg: dict[str, 
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_path().parent / "onnx" / f"{checkpoint.stem}-{digest}.onnx"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_onnx(model, path)
+        with staged_output(path, [SIDECAR_SUFFIX]) as staged:
+            save_onnx(model, staged)
     return path

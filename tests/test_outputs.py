@@ -1,17 +1,23 @@
 """What the commands write, and refuse to: prediction file names that never collide, settings
-and output paths checked before anything is written, no score from zero images, a foreign pickle
-as one plain line, and no half-written prediction after Ctrl-C."""
+and output paths checked before anything is written, an export that is one file a user can copy
+(or keeps what was there), no score from zero images, a foreign pickle as one plain line, and no
+half-written prediction after Ctrl-C."""
 
 import pickle
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_MODEL, assert_one_line_error, run_cli, write_voc_tree
 from PIL import Image
 
 import parsenet
-from parsenet.errors import ConfigError, DataError
+from parsenet import export, onnx_backend
+from parsenet.errors import ConfigError, DataError, ParsenetError
+from parsenet.export import export_checkpoint, load_runner
 from parsenet.prediction_files import check_settings, output_names, predict_files
 
 
@@ -184,6 +190,123 @@ def test_export_to_a_folder_or_an_unwritable_place_is_one_line(checkpoint: Path,
     )
     assert_one_line_error(result, "its folder cannot be created", f"{blocker} is a file")
     assert blocker.read_text() == "not a folder" and not (tmp_path / "r2").exists()
+
+
+# --- an export is the file a user copies -------------------------------------------------------
+
+CHECK_SIZES = [[45, 61]]  # the parity check's one image size in these tests
+
+
+def needs_onnx() -> None:
+    """Skip unless the ONNX exporter and runtime are installed."""
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(package)
+
+
+def names_in(folder: Path) -> list[str]:
+    """Every entry of ``folder``, hidden ones included."""
+    return sorted(path.name for path in folder.iterdir())
+
+
+def external_files(path: Path) -> set[str]:
+    """The weight files an ONNX file names (empty when its weights are inside it)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    entries = (entry for tensor in model.graph.initializer for entry in tensor.external_data)
+    return {entry.value for entry in entries if entry.key == "location"}
+
+
+def assert_same_labels(checkpoint: Path, run: Callable[[torch.Tensor], np.ndarray]) -> None:
+    """``run`` (an exported file's runner) labels a random image as the eager model does."""
+    images = torch.randn(1, 3, 37, 53, generator=torch.Generator().manual_seed(1))
+    eager = parsenet.load_for_inference(checkpoint, "cpu", channels_last=False).model
+    with torch.no_grad():
+        expected = eager(images).argmax(1).numpy()
+    np.testing.assert_array_equal(run(images).argmax(1), expected)
+
+
+def test_an_onnx_export_is_one_file_that_loads_anywhere(checkpoint: Path, tmp_path: Path):
+    needs_onnx()
+    out = tmp_path / "exports" / "fp32.onnx"
+    result = run_cli(
+        "parsenet-export",
+        f"checkpoint={checkpoint}",
+        "format=onnx",
+        f"out={out}",
+        "check_sizes=[[45,61]]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert names_in(out.parent) == ["fp32.onnx"] and external_files(out) == set()
+    served = tmp_path / "server" / "model.onnx"
+    served.parent.mkdir()
+    shutil.copy(out, served)
+    assert_same_labels(checkpoint, load_runner("onnx", served))
+    for _ in range(2):
+        export_checkpoint(checkpoint, "onnx", out, tmp_path / "again.json", CHECK_SIZES)
+    assert names_in(out.parent) == ["fp32.onnx"]
+
+
+def test_an_onnx_export_over_the_limit_keeps_a_sidecar_named_after_it(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    needs_onnx()
+    out = tmp_path / "exports" / "fp32.onnx"
+    monkeypatch.setattr(onnx_backend, "SINGLE_FILE_LIMIT", 0)  # every model is "too large"
+    export_checkpoint(checkpoint, "onnx", out, tmp_path / "export.json", CHECK_SIZES)
+    assert names_in(out.parent) == ["fp32.onnx", "fp32.onnx.data"]
+    assert external_files(out) == {"fp32.onnx.data"}
+    served = tmp_path / "server"
+    shutil.copytree(out.parent, served)
+    assert_same_labels(checkpoint, load_runner("onnx", served / "fp32.onnx"))
+    monkeypatch.undo()
+    export_checkpoint(checkpoint, "onnx", out, tmp_path / "export.json", CHECK_SIZES)
+    assert names_in(out.parent) == ["fp32.onnx"] and external_files(out) == set()
+
+
+def test_the_cached_onnx_export_is_one_file(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    needs_onnx()
+    monkeypatch.setenv("PARSENET_CACHE", str(tmp_path / "cache"))
+    cached = parsenet.load_for_inference(checkpoint, backend="onnxruntime").model.path
+    assert names_in(tmp_path / "cache" / "onnx") == [cached.name]
+    assert external_files(cached) == set()
+
+
+def test_a_torchscript_export_moved_elsewhere_still_loads(checkpoint: Path, tmp_path: Path):
+    out = tmp_path / "exports" / "model.pt"
+    for _ in range(2):
+        export_checkpoint(checkpoint, "torchscript", out, tmp_path / "export.json", CHECK_SIZES)
+    assert names_in(out.parent) == ["model.pt"]
+    served = tmp_path / "server" / "model.pt"
+    served.parent.mkdir()
+    shutil.move(out, served)
+    assert_same_labels(checkpoint, load_runner("torchscript", served))
+
+
+def interrupt(*_: object) -> None:
+    """A stand-in for the parity check that the user stops with Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop", ["disagreement", "ctrl_c"])
+def test_an_export_that_is_not_kept_leaves_what_was_at_out(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
+):
+    out = tmp_path / "exports" / "model.pt"
+    out.parent.mkdir()
+    out.write_bytes(b"the user's earlier export")
+    if stop == "ctrl_c":
+        monkeypatch.setattr(export, "parity", interrupt)
+    expected = KeyboardInterrupt if stop == "ctrl_c" else ParsenetError
+    record = tmp_path / "export.json"
+    with pytest.raises(expected):
+        export_checkpoint(checkpoint, "torchscript", out, record, CHECK_SIZES, min_agreement=2)
+    assert names_in(out.parent) == ["model.pt"]
+    assert out.read_bytes() == b"the user's earlier export"
+    assert not record.exists()
 
 
 # --- no score from zero images -----------------------------------------------------------------

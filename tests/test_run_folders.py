@@ -123,8 +123,11 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path: Path):
         left = tmp_path / f".best.pt.tmp-{dead_pid()}"
         for path in (mine, others, left):
             path.write_bytes(b"partial")
-        assert sorted(remove_stale_temporaries(tmp_path)) == sorted([mine, left])
-        assert others.exists()
+        staged = tmp_path / f".model.onnx.tmp-{dead_pid()}"  # a killed export's folder
+        staged.mkdir()
+        (staged / "model.onnx").write_bytes(b"partial")
+        assert sorted(remove_stale_temporaries(tmp_path)) == sorted([mine, left, staged])
+        assert [path.name for path in tmp_path.iterdir()] == [others.name]
     finally:
         live.kill()
 
@@ -248,7 +251,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_half_written(trained: Path, comma
     checkpoint = trained / "run" / "checkpoints" / "last.pt"
     out = trained / f"interrupted_{command}"
     inputs = next((trained / "data").rglob("JPEGImages"))
-    slow = ["mode=slide", "slide.crop=8", "slide.stride=2"]  # hundreds of windows per image
+    slow = ["inference=slide", "inference.slide.crop=8", "inference.slide.stride=2"]  # many windows
     extra = ["data.num_workers=0"] if command == "eval" else [f"inputs={inputs}", "batch_size=1"]
     module = {"eval": "evaluate", "predict": "predict"}[command]
     process = start(module, f"checkpoint={checkpoint}", *extra, *slow, f"hydra.run.dir={out}")

@@ -1,7 +1,10 @@
 """``parsenet-export checkpoint=PATH format=torchscript|onnx``: export and check a model.
 
-Writes the exported file and ``export.json`` (parity numbers, the input normalisation the model
-expects, class names and palette). A file that fails the parity check is not kept.
+Writes the exported file at ``out=`` and ``export.json`` in the run folder (parity numbers, the
+input normalisation the model expects, class names and palette). The export is that one file, the
+weights inside (an ONNX model with more than 1.5 GiB of weights also has ``<out>.data`` beside
+it). It is checked under its final name in a hidden folder beside ``out=`` and only then renamed
+into place: one that fails the check, or is interrupted, leaves what was at ``out=`` as it was.
 """
 
 from __future__ import annotations
