@@ -19,18 +19,20 @@ def feature_norms(
 ) -> dict[str, float]:
     """Mean L2 norm (over channels, per location) of each layer's features before normalisation.
 
-    ``pool6`` is the global average of fc7 (one vector per image). Runs in eval mode (no
-    dropout) and averages over every location of every image in ``batches``.
+    ``pool6`` is the global average of the trunk's deepest tap (fc7 on VGG; one vector per
+    image). Runs in eval mode (no dropout) and averages over every location of every image in
+    ``batches``.
     """
     model.eval()
-    trunk_layers = tuple(sorted({"fc7" if name == CONTEXT_TAP else name for name in layers}))
+    source = model.backbone.deepest_tap
+    trunk_layers = tuple(sorted({source if name == CONTEXT_TAP else name for name in layers}))
     sums = dict.fromkeys(layers, 0.0)
     counts = dict.fromkeys(layers, 0)
     for images in batches:
         features = model.backbone.features(images, trunk_layers)
         for name in layers:
             if name == CONTEXT_TAP:
-                x = features["fc7"].mean(dim=(2, 3), keepdim=True)
+                x = features[source].mean(dim=(2, 3), keepdim=True)
             else:
                 x = features[name]
             norms = x.double().pow(2).sum(dim=1).sqrt()

@@ -20,7 +20,7 @@ HEAD_CLASSES: dict[str, type[SegmentationHead]] = {
     "parsenet": FusionHead,
     "aspp": ASPPHead,
     "lraspp": LRASPPHead,
-    "fcn": FCNHead,
+    "fcn_head": FCNHead,
 }
 DEFAULT_ARCH, DEFAULT_HEAD = "reduced_vgg16", "parsenet"
 

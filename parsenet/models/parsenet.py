@@ -25,7 +25,7 @@ class SegmentationNet(nn.Module):
             arguments of its trunk class (VGG: ``width_mult``, ``dropout``; ResNet:
             ``output_stride``, ``freeze_bn``; MobileNetV3: ``width_mult``, ``output_stride``,
             ``freeze_bn``).
-        head: ``type`` (``parsenet``, ``aspp``, ``lraspp``, ``fcn``; see
+        head: ``type`` (``parsenet``, ``aspp``, ``lraspp``, ``fcn_head``; see
             :data:`~parsenet.models.catalog.HEAD_CLASSES`) and the keyword arguments of its
             class (for ParseNet's :class:`~parsenet.models.head.FusionHead`: ``taps``,
             ``normalize``, ``scale_init``, ``learn_scale``, ``channel_shared``,
