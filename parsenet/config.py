@@ -16,6 +16,11 @@ from typing import Any
 
 from parsenet.errors import ConfigError
 
+# Keys renamed since a release, per command: old key (and every key under it) → new key. Typing
+# one, or a config file setting one, is an error line naming the new key.
+EVAL_RENAMES = {"mode": "inference.mode", "slide": "inference.slide", "msflip": "inference.msflip"}
+RENAMED_KEYS = {"train": {"train.eval": "inference"}, "eval": EVAL_RENAMES, "predict": EVAL_RENAMES}
+
 
 def config_dir() -> Path:
     """The folder of the shipped configs (``train.yaml``, ``model/``, ``data/``, …): the
@@ -30,6 +35,56 @@ def config_dir() -> Path:
 def config_names(group: str) -> list[str]:
     """The config names of one group (``data`` → ``camvid``, ``voc``, …), sorted."""
     return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
+
+
+def shipped(group: str, name: str) -> dict[str, Any]:
+    """The values of one shipped config file (``configs/<group>/<name>.yaml``, without its
+    defaults list), for code that needs them outside a composed config: the file stays their
+    one owner (e.g. :class:`~parsenet.engine.scoring.inference.InferenceMode`'s defaults)."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(OmegaConf.load(config_dir() / group / f"{name}.yaml"))
+    values.pop("defaults", None)
+    return values
+
+
+def new_name(name: str, key: str) -> str | None:
+    """The new name of ``key`` if command ``name`` renamed it (``train.eval.slide.crop`` →
+    ``inference.slide.crop``), else None."""
+    for old, new in RENAMED_KEYS.get(name, {}).items():
+        if key == old or key.startswith(f"{old}."):
+            return new + key.removeprefix(old)
+    return None
+
+
+def renamed_key_line(old: str, new: str, value: str | None = None) -> str:
+    """``old was renamed: use …``, with the override to type when ``value`` is known (a mode is
+    also a choice of the ``inference`` group: ``inference=slide``)."""
+    if value is None:
+        return f"{old} was renamed: use {new}"
+    if new == "inference.mode":
+        return f"{old} was renamed: use inference={value} (or inference.mode={value})"
+    return f"{old} was renamed: use {new}={value}"
+
+
+def refuse_renamed_overrides(name: str, overrides: Sequence[str]) -> None:
+    """A :class:`ConfigError` naming the new key for the first override of a renamed key
+    (``train.eval.mode=slide``, ``+slide.crop=256``, …)."""
+    for override in overrides:
+        key, has_value, value = override.lstrip("+~").partition("=")
+        renamed = new_name(name, key)
+        if renamed is not None:
+            raise ConfigError(renamed_key_line(key, renamed, value if has_value else None))
+
+
+def refuse_renamed_nodes(name: str, cfg: Any) -> None:
+    """A :class:`ConfigError` naming the new key when a composed config (from the user's own
+    config files) still sets a renamed one."""
+    from omegaconf import OmegaConf
+
+    for old, new in RENAMED_KEYS.get(name, {}).items():
+        if OmegaConf.select(cfg, old) is not None:
+            raise ConfigError(renamed_key_line(old, new))
 
 
 def config_error_message(error: Exception) -> str:
@@ -61,18 +116,21 @@ def config_error_message(error: Exception) -> str:
 def composed(
     name: str, overrides: Sequence[str], config_dirs: Sequence[str | Path], with_hydra: bool
 ) -> Iterator[Any]:
-    """The composed (unresolved) config inside Hydra's context; composition errors become one
-    :class:`ConfigError` line."""
+    """The composed (unresolved) config inside Hydra's context; composition errors, and renamed
+    keys (:data:`RENAMED_KEYS`), become one :class:`ConfigError` line."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    refuse_renamed_overrides(name, overrides)
     extra = [f"file://{Path(folder).expanduser().resolve()}" for folder in config_dirs]
     search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            yield hydra_compose(
+            cfg = hydra_compose(
                 name, overrides=[*search, *overrides], return_hydra_config=with_hydra
             )
+            refuse_renamed_nodes(name, cfg)
+            yield cfg
     except ConfigError:
         raise
     except Exception as error:  # Hydra raises several types; all are configuration mistakes

@@ -172,7 +172,7 @@ def evaluate(
         info.ignore_index,
         progress=progress and context.is_main,
         context=context,
-        mode=mode,
+        inference=mode,
         bad_samples=bad_samples,
     )
     skipped = None

@@ -151,7 +151,7 @@ def test_every_package_is_listed_for_the_wheel():
     assert listed == on_disk | {"parsenet.configs"}
     assert setup["options"]["package_dir"].split() == ["parsenet.configs", "=", "configs"]
     assert (REPO / "configs" / "__init__.py").is_file()
-    assert parsenet.compose("eval", ["checkpoint=x.pt"])["mode"] == "whole"
+    assert parsenet.compose("eval", ["checkpoint=x.pt"])["inference"]["mode"] == "whole"
 
 
 def test_a_checkout_that_is_only_on_sys_path_finds_its_configs(tmp_path: Path):

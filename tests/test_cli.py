@@ -124,6 +124,29 @@ def test_unknown_config_key_and_option(tmp_path: Path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("command", "override", "line"),
+    [
+        (
+            "parsenet-train",
+            "train.eval.mode=slide",
+            "error: train.eval.mode was renamed: use inference=slide (or inference.mode=slide)",
+        ),
+        (
+            "parsenet-predict",
+            "slide.crop=256",
+            "error: slide.crop was renamed: use inference.slide.crop=256",
+        ),
+    ],
+)
+def test_a_renamed_key_is_one_line_naming_the_new_one(
+    tmp_path: Path, command: str, override: str, line: str
+):
+    result = run_cli(command, override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert assert_one_line_error(result) == line
+    assert not (tmp_path / "run").exists()
+
+
 def _train_voc(root: Path, tmp_path: Path, *extra: str):
     return run_cli(
         "parsenet-train",

@@ -115,13 +115,13 @@ def eval_overrides(root: Path, *extra: str) -> list[str]:
 def test_eval_modes_write_metrics_and_confusion(trained: Path):
     for mode, extra in (
         ("whole", []),
-        ("slide", ["slide.crop=32", "slide.stride=20"]),
-        ("msflip", ["msflip.scales=[0.75,1.0]"]),
+        ("slide", ["inference.slide.crop=32", "inference.slide.stride=20"]),
+        ("msflip", ["inference.msflip.scales=[0.75,1.0]"]),
     ):
         out = trained / f"eval_{mode}"
         result = run_cli(
             "parsenet-eval",
-            *eval_overrides(trained, f"mode={mode}", *extra),
+            *eval_overrides(trained, f"inference={mode}", *extra),
             f"hydra.run.dir={out}",
         )
         assert result.returncode == 0, result.stderr[-2000:]
@@ -192,10 +192,11 @@ def test_bad_eval_settings_are_one_line(trained: Path, tmp_path: Path):
     from conftest import assert_one_line_error
 
     out = f"hydra.run.dir={tmp_path / 'o'}"
-    result = run_cli("parsenet-eval", *eval_overrides(trained, "mode=tiles"), out)
-    assert_one_line_error(result, "mode='tiles' is not one of")
-    result = run_cli("parsenet-eval", *eval_overrides(trained, "mode=slide", "slide.stride=0"), out)
-    assert_one_line_error(result, "slide.stride=0 must be in 1…slide.crop=512")
+    result = run_cli("parsenet-eval", *eval_overrides(trained, "inference.mode=tiles"), out)
+    assert_one_line_error(result, "inference.mode='tiles' is not one of")
+    stride = ("inference=slide", "inference.slide.stride=0")
+    result = run_cli("parsenet-eval", *eval_overrides(trained, *stride), out)
+    assert_one_line_error(result, "inference.slide.stride=0 must be in 1…inference.slide.crop=512")
     result = run_cli("parsenet-eval", f"predictions={tmp_path}", out)
     assert_one_line_error(result, "predictions=DIR needs the data to score against")
 

@@ -399,15 +399,21 @@ def test_evaluation_gives_the_cpu_confusion_matrix(trained: Path):
 def test_slide_and_msflip_evaluation(mode: str, trained: Path, tmp_path: Path):
     inference = INFERENCE_MODES[mode]
     if mode == "slide":
-        settings = [f"slide.crop={inference.crop}", f"slide.stride={inference.stride}"]
+        settings = [
+            f"inference.slide.crop={inference.crop}",
+            f"inference.slide.stride={inference.stride}",
+        ]
     else:
         scales = ",".join(str(scale) for scale in inference.scales)
-        settings = [f"msflip.scales=[{scales}]", f"msflip.flip={str(inference.flip).lower()}"]
+        settings = [
+            f"inference.msflip.scales=[{scales}]",
+            f"inference.msflip.flip={str(inference.flip).lower()}",
+        ]
     run_module(
         "parsenet.cli.evaluate",
         f"checkpoint={trained}",
         f"device={TARGET}",
-        f"mode={mode}",
+        f"inference={mode}",
         *settings,
         f"hydra.run.dir={tmp_path}",
     )

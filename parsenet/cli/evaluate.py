@@ -25,12 +25,11 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     context = init_distributed(cfg["device"])
     run_dir = share_run_dir(run_dir, context)
     if cfg["checkpoint"] is not None:
-        mode = InferenceMode.from_config(cfg)
         result = evaluate(
             cfg["checkpoint"],
             cfg["data"],
             cfg["split"],
-            mode,
+            InferenceMode.from_config(cfg["inference"]),
             model=cfg["model"],
             context=context,
             progress=True,

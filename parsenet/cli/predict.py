@@ -24,7 +24,7 @@ from parsenet.prediction_files import check_settings, predict_files
 def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Predict every input image and write its label PNG, overlay and side-by-side picture."""
     check_settings(cfg["batch_size"], cfg["alpha"])  # before the model is loaded
-    mode = InferenceMode.from_config(cfg)
+    inference = InferenceMode.from_config(cfg["inference"])
     loaded = load_for_inference(
         cfg["checkpoint"],
         cfg["device"],
@@ -43,7 +43,7 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             run_dir,
             cfg["batch_size"],
             cfg["alpha"],
-            mode,
+            inference,
             progress=show,
         )
     print(

@@ -12,14 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from parsenet.config import shipped
 from parsenet.errors import ConfigError
 
 MODES = ("whole", "slide", "msflip")
+KEY = "inference"  # the config node of every command, for messages
+DEFAULTS = shipped(KEY, "whole")  # configs/inference/whole.yaml: the one owner of the defaults
 
 
 @dataclass(frozen=True)
 class InferenceMode:
-    """An evaluation mode and its settings.
+    """An evaluation mode and its settings; the defaults are ``configs/inference/whole.yaml``'s.
 
     Attributes:
         mode: ``whole`` (the image at once), ``slide`` (``crop``×``crop`` windows every
@@ -29,28 +32,28 @@ class InferenceMode:
         scales, flip: resize factors and horizontal flipping of ``msflip``.
     """
 
-    mode: str = "whole"
-    crop: int = 512
-    stride: int = 341
-    scales: tuple[float, ...] = field(default=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75))
-    flip: bool = True
+    mode: str = DEFAULTS["mode"]
+    crop: int = DEFAULTS["slide"]["crop"]
+    stride: int = DEFAULTS["slide"]["stride"]
+    scales: tuple[float, ...] = field(default=tuple(DEFAULTS["msflip"]["scales"]))
+    flip: bool = DEFAULTS["msflip"]["flip"]
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], prefix: str = "") -> InferenceMode:
-        """Build from an ``inference`` config node (``configs/inference/default.yaml``):
-        ``mode`` plus its ``slide``/``msflip`` settings; ``prefix`` is where the node sits
-        (``train.eval.`` for validation), for messages."""
+    def from_config(cls, cfg: Mapping[str, Any]) -> InferenceMode:
+        """Build from an ``inference`` config node (``configs/inference/``): ``mode`` plus its
+        ``slide``/``msflip`` settings; a value out of range is a :class:`ConfigError` naming
+        its key."""
         mode = cfg["mode"]
         if mode not in MODES:
-            raise ConfigError(f"{prefix}mode={mode!r} is not one of {MODES}")
+            raise ConfigError(f"{KEY}.mode={mode!r} is not one of {MODES}")
         slide, msflip = cfg["slide"], cfg["msflip"]
         if mode == "slide" and not 0 < slide["stride"] <= slide["crop"]:
             raise ConfigError(
-                f"{prefix}slide.stride={slide['stride']} must be in "
-                f"1…{prefix}slide.crop={slide['crop']}"
+                f"{KEY}.slide.stride={slide['stride']} must be in "
+                f"1…{KEY}.slide.crop={slide['crop']}"
             )
         if mode == "msflip" and (not msflip["scales"] or min(msflip["scales"]) <= 0):
-            raise ConfigError(f"{prefix}msflip.scales={msflip['scales']} must be positive numbers")
+            raise ConfigError(f"{KEY}.msflip.scales={msflip['scales']} must be positive numbers")
         return cls(
             mode, slide["crop"], slide["stride"], tuple(msflip["scales"]), bool(msflip["flip"])
         )

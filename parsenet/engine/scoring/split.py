@@ -59,15 +59,15 @@ def score_split(
     ignore_index: int = 255,
     progress: bool = False,
     context: DistContext | None = None,
-    mode: InferenceMode | None = None,
+    inference: InferenceMode | None = None,
     bad_samples: BadSampleLog | None = None,
 ) -> SplitScores:
     """Run the model on every image at its own size and count predictions against labels:
     the confusion matrix and, per image, the context statistics (see
     :class:`~parsenet.metrics.ContextStatistics`).
 
-    ``mode`` chooses whole-image (default), sliding-window or multi-scale + flip inference; the
-    prediction always has the label's size.
+    ``inference`` chooses whole-image (default), sliding-window or multi-scale + flip
+    inference; the prediction always has the label's size.
 
     The argmax is taken on ``device`` and only the counts are kept, so memory does not grow with
     the split. Under torchrun each process evaluates its :func:`shard` and the counts are summed,
@@ -84,7 +84,7 @@ def score_split(
             continue
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
-        prediction = (mode or WHOLE_IMAGE).scores(model, images).argmax(dim=1)
+        prediction = (inference or WHOLE_IMAGE).scores(model, images).argmax(dim=1)
         scores.update(prediction, labels)
     return sum_over_processes(scores, context)
 

@@ -52,7 +52,7 @@ class SegmentationLoss(nn.Module):
 
     def __init__(
         self,
-        reduction: str = "mean",
+        reduction: str,
         ignore_index: int = 255,
         class_weight: Sequence[float] | None = None,
     ) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from parsenet.config import shipped
 from parsenet.errors import ConfigError
 from parsenet.models.l2norm import L2Norm
+
+PAPER_MULT = shipped("lr_mult", "paper")  # configs/lr_mult/paper.yaml: the defaults' one owner
 
 
 def new_layers(model: nn.Module) -> tuple[nn.Module, ...]:
@@ -20,12 +23,13 @@ def parameter_groups(
     model: nn.Module,
     lr: float,
     weight_decay: float,
-    new_layer_mult: float = 10.0,
-    bias_mult: float = 2.0,
+    new_layer_mult: float = PAPER_MULT["new_layers"],
+    bias_mult: float = PAPER_MULT["bias"],
     *,
-    scale_mult: float = 1.0,
+    scale_mult: float = PAPER_MULT["scale"],
 ) -> list[dict]:
-    """Split parameters into SGD groups the way the Caffe model's ``lr_mult``/``decay_mult`` did.
+    """Split parameters into SGD groups the way the Caffe model's ``lr_mult``/``decay_mult`` did
+    (the multipliers' defaults are ``configs/lr_mult/paper.yaml``'s).
 
     - ``base``: trunk and upsampling weights, lr × 1, weight decay × 1; their biases
       lr × ``bias_mult``, no decay;
@@ -66,7 +70,7 @@ def parameter_groups(
 
 
 def poly_schedule(
-    optimizer: torch.optim.Optimizer, max_iters: int, power: float = 0.9
+    optimizer: torch.optim.Optimizer, max_iters: int, power: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """``lr = base_lr · (1 − iteration / max_iters) ^ power``, stepped once per iteration."""
     if max_iters < 1:

@@ -14,6 +14,7 @@ from parsenet.errors import ConfigError
 
 POSITIVE = ("max_iters", "batch_size", "iter_size", "log_every", "max_nonfinite")
 NON_NEGATIVE = ("eval_every", "checkpoint_every", "num_overlays", "keep_snapshots")
+NOT_UNDER_TRAIN = ("inference", "seed", "num_workers")  # fields read from other config nodes
 
 
 def whole_number(key: str, value: Any, minimum: int) -> int:
@@ -44,7 +45,7 @@ class TrainSettings:
         resume: ``auto``, a checkpoint path, or None.
         amp, channels_last, compile: precision and speed (``channels_last``: True, False or
             ``auto``, see :mod:`parsenet.engine.runtime.memory_format`).
-        evaluation: how validation forms its scores (``train.eval``).
+        inference: how validation forms its scores (the ``inference`` node).
         seed: the run's seed; num_workers: training loader processes (``data.num_workers``,
             ``auto`` resolved by :func:`~parsenet.data.loader.loader_workers`).
     """
@@ -62,17 +63,18 @@ class TrainSettings:
     amp: str
     channels_last: bool | str
     compile: bool
-    evaluation: InferenceMode
+    inference: InferenceMode
     seed: int
     num_workers: int
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> TrainSettings:
-        """Check and type ``cfg['train']`` (plus ``seed`` and ``data.num_workers``); a value out
-        of range is a :class:`ConfigError` naming its key, before anything is built."""
+        """Check and type ``cfg['train']`` (plus ``inference``, ``seed`` and
+        ``data.num_workers``); a value out of range is a :class:`ConfigError` naming its key,
+        before anything is built."""
         check_recipe(cfg)
         train = cfg["train"]
-        known = {field.name for field in fields(cls)} | {"eval"}
+        known = {field.name for field in fields(cls)} - set(NOT_UNDER_TRAIN)
         unknown = sorted(set(train) - known)
         if unknown:
             raise ConfigError(f"train.{unknown[0]} is not a setting; choose among {sorted(known)}")
@@ -87,7 +89,7 @@ class TrainSettings:
             amp=train["amp"],
             channels_last=layout_setting("train.channels_last", train["channels_last"]),
             compile=flag("train.compile", train["compile"]),
-            evaluation=InferenceMode.from_config(train["eval"], prefix="train.eval."),
+            inference=InferenceMode.from_config(cfg["inference"]),
             seed=whole_number("seed", cfg["seed"], 0),
             num_workers=loader_workers(cfg["data"]["num_workers"]),  # a count, or auto
         )

@@ -259,11 +259,11 @@ class Trainer:
         record = metrics_record(
             scores,
             num_images=scores["num_images"],
-            mode=self.settings.evaluation.mode,
+            mode=self.settings.inference.mode,
             checkpoint=str(last),
             dataset=self.info.name,
             split=self.cfg["data"]["val_split"],
-            inference=self.settings.evaluation.describe(),
+            inference=self.settings.inference.describe(),
         )
         record["layout"] = self.cfg[
             "layout"

@@ -1,4 +1,4 @@
-"""Validation during training: the split scored in the ``train.eval`` mode, logged with the
+"""Validation during training: the split scored as the ``inference`` node says, logged with the
 insight scalars and panels, and the final overlays."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Validation:
 
     Attributes:
         dataset: the whole validation split; loader: this process's share of it.
-        mode: how scores are formed (``train.eval``).
+        inference: how scores are formed (the ``inference`` node).
         context: this process's place under torchrun.
         panels: how many image | label | prediction panels TensorBoard gets.
         split: the split's name, for messages.
@@ -47,7 +47,7 @@ class Validation:
 
     dataset: SegmentationDataset
     loader: DataLoader
-    mode: InferenceMode
+    inference: InferenceMode
     context: DistContext
     panels: int
     split: str
@@ -70,7 +70,7 @@ class Validation:
             device,
             info.ignore_index,
             context=self.context,
-            mode=self.mode,
+            inference=self.inference,
             bad_samples=bad_samples,
         )
         this_pass = BadSampleLog()
