@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,54 @@ def test_an_unwritable_cache_still_decides_once(monkeypatch, tmp_path: Path):
     for _ in range(2):
         assert choose_memory_format(tiny_model(), CPU, (1, 3, 32, 32)).channels_last
     assert len(probe.calls) == 1
+
+
+def test_the_cache_keeps_other_entries_and_replaces_a_corrupt_file(own_cache):
+    own_cache.parent.mkdir()
+    own_cache.write_text('{"cut short": ')
+    assert memory_format.read_cache(own_cache) == {}
+    memory_format.write_cache(own_cache, "a", {"memory_format": "contiguous"})
+    memory_format.write_cache(own_cache, "b", {"memory_format": "channels_last"})
+    assert json.loads(own_cache.read_text()) == {
+        "a": {"memory_format": "contiguous"},
+        "b": {"memory_format": "channels_last"},
+    }
+    assert [path.name for path in own_cache.parent.iterdir()] == ["memory_format.json"]
+
+
+def test_a_cache_write_that_fails_leaves_the_old_file_whole_and_no_temporary(
+    monkeypatch, own_cache
+):
+    memory_format.write_cache(own_cache, "a", {"memory_format": "contiguous"})
+    written = own_cache.read_text()
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", full_disk)
+    memory_format.write_cache(own_cache, "b", {"memory_format": "channels_last"})  # only logged
+    assert own_cache.read_text() == written
+    assert [path.name for path in own_cache.parent.iterdir()] == ["memory_format.json"]
+
+
+def write_entries(path: Path, writer: int) -> None:
+    """One of the concurrent writers: 20 entries of its own, one write each."""
+    for entry in range(20):
+        memory_format.write_cache(path, f"{writer}/{entry}", {"memory_format": "contiguous"})
+
+
+def test_concurrent_writers_never_show_a_reader_half_a_file(own_cache):
+    memory_format.write_cache(own_cache, "first", {"memory_format": "contiguous"})
+    writers = [
+        multiprocessing.get_context("fork").Process(target=write_entries, args=(own_cache, n))
+        for n in range(3)
+    ]
+    for writer in writers:
+        writer.start()
+    while any(writer.is_alive() for writer in writers):
+        assert isinstance(json.loads(own_cache.read_text()), dict)
+    assert [writer.exitcode for writer in writers] == [0, 0, 0]
+    assert [path.name for path in own_cache.parent.iterdir()] == ["memory_format.json"]
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -37,6 +37,7 @@ from torch import nn
 from parsenet.engine.runtime.distributed import DistContext, broadcast_object
 from parsenet.engine.runtime.precision import AMP_DTYPES
 from parsenet.errors import ConfigError
+from parsenet.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +173,12 @@ def read_cache(path: Path) -> dict[str, Any]:
 
 
 def write_cache(path: Path, key: str, entry: dict[str, Any]) -> None:
-    """Add ``entry`` under ``key`` (through a temporary file and a rename, so a reader never
-    sees half a file); a cache that cannot be written is only logged."""
+    """Add ``entry`` under ``key`` to the entries there now (written with
+    :func:`~parsenet.fileio.atomic_write`, so a reader never sees half a file); a cache that
+    cannot be written is only logged."""
+    text = json.dumps({**read_cache(path), key: entry}, indent=2) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entries = {**read_cache(path), key: entry}
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(entries, indent=2) + "\n")
-        temporary.replace(path)
+        atomic_write(path, lambda handle: handle.write(text.encode()))
     except OSError as error:
         log.info("layout cache %s not written: %s", path, error)
 
