@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -20,43 +21,112 @@ LABEL_MODES = ("P", "L", "I;16", "I")
 
 # A transform takes (RGB uint8 image, uint8/int label) and returns a dict with "image" and "label".
 PairTransform = Callable[[np.ndarray, np.ndarray], dict]
+# The most pixels one image or label file may declare (read from its header, before decoding), so
+# no file, however small, makes a reader allocate more than about 3 bytes per allowed pixel. The
+# environment variable raises or lowers it for every command and loader process; the default
+# (8192 × 8192) is above what cameras write and below Pillow's own bound.
+MAX_PIXELS_VARIABLE = "PARSENET_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 8192 * 8192
+READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def max_image_pixels() -> int:
+    """The pixel bound per image: ``PARSENET_MAX_IMAGE_PIXELS`` if set, else the default."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(
+            f"{MAX_PIXELS_VARIABLE}={text!r} must be a whole number of pixels ≥ 1 "
+            f"(default {DEFAULT_MAX_PIXELS})"
+        )
+    return int(text)
+
+
+def open_checked(path: Path, kind: str) -> Image.Image:
+    """``path`` opened by Pillow, which reads its header only, once its declared size is known
+    to be within :func:`max_image_pixels`; ``kind`` (``image``, ``label``) names it in errors.
+
+    Raises:
+        DataError: the file cannot be opened, is not an image Pillow can identify, or declares
+            too many pixels.
+    """
+    limit = max_image_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses only what is over twice its bound
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError:  # Pillow's bound, ≥ ours: the size is over both
+        declared = f"it declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels"
+        raise DataError(too_large(kind, path, declared, limit)) from None
+    except Exception as error:  # not an image Pillow knows, or a header it cannot parse
+        raise decode_error(kind, path, error) from None
+    width, height = image.size
+    if width * height > limit:
+        image.close()
+        declared = f"it declares {width}×{height} = {width * height} pixels"
+        raise DataError(too_large(kind, path, declared, limit))
+    return image
+
+
+def too_large(kind: str, path: Path, reason: str, limit: int) -> str:
+    """The line for a file over the pixel bound, saying how to allow a real one."""
+    return (
+        f"{kind} {path} is not read: {reason}, over the limit of {limit} pixels per image; "
+        f"for a real image that large set {MAX_PIXELS_VARIABLE} to a higher number"
+    )
+
+
+def decode_error(kind: str, path: Path, error: Exception) -> DataError:
+    """A decoder's failure on a bad file, whatever its type, as one :class:`DataError`."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return DataError(f"cannot read {kind} {path}: {reason}")
 
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file as an H×W×3 RGB uint8 array.
 
-    OpenCV decodes: it is faster than Pillow and gives the same pixels (identical on every VOC
-    JPEG and CamVid PNG tried; docs/benchmarks.md). Like Pillow it ignores the EXIF orientation,
-    so images stay aligned with their labels. What OpenCV cannot decode (a format it lacks, a
-    damaged file) goes to Pillow, which decodes it or says why not.
+    Its declared size is checked first (see :func:`open_checked`). OpenCV decodes: it is faster
+    than Pillow and gives the same pixels (identical on every VOC JPEG and CamVid PNG tried;
+    docs/benchmarks.md). Like Pillow it ignores the EXIF orientation, so images stay aligned
+    with their labels. What OpenCV cannot decode (a format it lacks, a damaged file) goes to
+    Pillow, which decodes it or says why not: any failure is a :class:`DataError` naming the
+    file.
     """
+    with open_checked(path, "image") as image:
+        try:
+            decoded = opencv_decode(path)
+            return decoded if decoded is not None else np.asarray(image.convert("RGB"))
+        except Exception as error:  # every decoder failure is a bad file
+            raise decode_error("image", path, error) from None
+
+
+def opencv_decode(path: Path) -> np.ndarray | None:
+    """``path`` decoded by OpenCV as RGB, or None where OpenCV cannot decode it."""
+    encoded = np.fromfile(path, dtype=np.uint8)
     try:
-        encoded = np.fromfile(path, dtype=np.uint8)
-        flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-        decoded = cv2.imdecode(encoded, flags) if encoded.size else None
-        if decoded is not None:
-            return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError as error:
-        raise DataError(f"cannot read image {path}: {error}") from None
+        decoded = cv2.imdecode(encoded, READ_FLAGS) if encoded.size else None
+    except cv2.error:
+        return None
+    return None if decoded is None else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: Path) -> np.ndarray:
     """Decode a label PNG as class indices: palette (P), greyscale (L) or 16-bit greyscale
     (I;16, I) PNGs, never colours. 16-bit values come back as they are (uint16/int32);
-    :func:`check_label_values` refuses those outside the classes."""
-    try:
-        with Image.open(path) as label:
-            if label.mode not in LABEL_MODES:
-                raise DataError(
-                    f"label {path} is a mode-{label.mode} image; labels must be palette (P), "
-                    "greyscale (L) or 16-bit greyscale (I;16) PNGs holding class indices — "
-                    "convert colour labels to indices"
-                )
+    :func:`check_label_values` refuses those outside the classes. Its declared size is checked
+    before it is decoded (see :func:`open_checked`)."""
+    with open_checked(path, "label") as label:
+        if label.mode not in LABEL_MODES:
+            raise DataError(
+                f"label {path} is a mode-{label.mode} image; labels must be palette (P), "
+                "greyscale (L) or 16-bit greyscale (I;16) PNGs holding class indices — "
+                "convert colour labels to indices"
+            )
+        try:
             return np.asarray(label)
-    except OSError as error:
-        raise DataError(f"cannot read label {path}: {error}") from None
+        except Exception as error:  # every decoder failure is a bad file
+            raise decode_error("label", path, error) from None
 
 
 class SegmentationDataset(Dataset):

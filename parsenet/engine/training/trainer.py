@@ -27,7 +27,6 @@ from parsenet.engine.training.faults import NonFiniteGuard, StopRequest
 from parsenet.engine.training.log import TrainingLog, progress_line, step_scalars
 from parsenet.engine.training.settings import TrainSettings
 from parsenet.engine.training.state import CheckpointFolder, TrainingState
-from parsenet.errors import ParsenetError
 from parsenet.report import metrics_record, write_json
 
 log = logging.getLogger(__name__)
@@ -195,8 +194,9 @@ class Trainer:
         """Train up to ``train.max_iters`` iterations, evaluate, and return the final metrics.
 
         On SIGINT/SIGTERM the current step is finished, ``last.pt`` saved and the returned
-        record has ``stopped`` set to the signal's name (no final evaluation). The progress bar
-        and the logs are closed however the loop ends.
+        record has ``stopped`` set to the signal's name (no final evaluation). A final evaluation
+        that fails, for whatever reason, saves ``last.pt`` before the error goes on. The progress
+        bar and the logs are closed however the loop ends.
         """
         with ExitStack() as cleanup:
             stop = cleanup.enter_context(StopRequest())
@@ -213,7 +213,7 @@ class Trainer:
             progress.close()
             try:
                 scores = self.validate()
-            except ParsenetError:  # keep the steps taken since the last checkpoint
+            except Exception:  # whatever ends it, keep the steps taken since the last checkpoint
                 self.save("last.pt")
                 raise
         return self.finish(scores)

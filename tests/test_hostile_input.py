@@ -1,0 +1,157 @@
+"""Hostile and careless input (issue 26): files that declare a huge size, and what must still
+end in one line (or a counted skip) with nothing lost."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_MODEL, compose_train, run_cli, write_voc_tree
+from PIL import Image
+
+import parsenet
+from parsenet.data import dataset_info
+from parsenet.data.base import MAX_PIXELS_VARIABLE, read_image, read_label
+from parsenet.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
+from parsenet.engine.training.trainer import Trainer
+from parsenet.errors import ConfigError, DataError
+from parsenet.models import build_model
+from parsenet.models.pretrained import choose_input_norm
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC."""
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def declared_png(path: Path, width: int, height: int) -> Path:
+    """A PNG of a few dozen bytes whose header claims ``width``×``height`` RGB pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunks = [(b"IHDR", header), (b"IDAT", zlib.compress(b"")), (b"IEND", b"")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(*chunk) for chunk in chunks))
+    return path
+
+
+def voc_sample(root: Path, split: str, index: int, kind: str) -> Path:
+    """The image (``JPEGImages``) or label (``SegmentationClass``) file of a VOC tree's sample."""
+    base = root / "VOCdevkit" / "VOC2012"
+    if kind == "image":
+        return base / "JPEGImages" / f"2007_{split}_{index:03d}.jpg"
+    return base / "SegmentationClass" / f"2007_{split}_{index:03d}.png"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a tiny random model on the synthetic data (no training needed)."""
+    work = tmp_path_factory.mktemp("hostile")
+    cfg = compose_train(work)
+    cfg["model"]["input_norm"] = choose_input_norm(cfg["model"]["input_norm"], None)
+    info = dataset_info(cfg["data"])
+    model = build_model(cfg["model"], info.num_classes)
+    state = {"model": model.state_dict(), "config": cfg, "dataset": info.to_dict()}
+    return save_checkpoint(work / "model.pt", {**state, "iteration": 0})
+
+
+# --- 1. images that declare a huge size --------------------------------------------------------
+
+
+def test_a_file_declaring_a_huge_size_is_refused_from_its_header(tmp_path: Path):
+    bomb = declared_png(tmp_path / "bomb.png", 60000, 60000)
+    assert bomb.stat().st_size < 100
+    for read in (read_image, read_label):
+        with pytest.raises(DataError, match=f"bomb.png is not read: .*{MAX_PIXELS_VARIABLE}"):
+            read(bomb)
+
+
+def test_the_pixel_bound_is_a_setting_checked_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(photo)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1199")
+    with pytest.raises(DataError, match="declares 40×30 = 1200 pixels, over the limit of 1199"):
+        read_image(photo)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1200")
+    assert read_image(photo).shape == (30, 40, 3)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "lots")
+    with pytest.raises(ConfigError, match=f"{MAX_PIXELS_VARIABLE}='lots' must be a whole number"):
+        read_image(photo)
+
+
+def test_predict_skips_an_image_declaring_a_huge_size_and_goes_on(checkpoint: Path, tmp_path: Path):
+    photos = tmp_path / "photos"
+    declared_png(photos / "a_bomb.png", 60000, 60000)
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(photos / "b_photo.png")
+    run = tmp_path / "run"
+    result = run_cli(
+        "predict",
+        f"checkpoint={checkpoint}",
+        f"inputs={photos}",
+        "channels_last=false",
+        f"hydra.run.dir={run}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"skipped 1 unreadable file(s): {photos / 'a_bomb.png'}" in result.stdout
+    assert "a_bomb.png is not read: it declares more than" in result.stdout
+    assert (run / "labels" / "b_photo.png").is_file()
+
+
+def test_verify_reports_files_declaring_a_huge_size(tmp_path: Path):
+    root = write_voc_tree(tmp_path / "voc", {"train": 2, "val": 2})
+    image = voc_sample(root, "val", 0, "image")
+    declared_png(image, 60000, 60000).rename(image)  # a PNG under a .jpg name, as found
+    label = declared_png(voc_sample(root, "val", 1, "label"), 15000, 15000)
+    result = run_cli("data", "verify", "voc", "--root", str(root))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "bad files: 2" in result.stdout
+    assert f"image {image} is not read" in result.stdout
+    assert f"label {label} is not read" in result.stdout
+
+
+def voc_training(root: Path, run_dir: Path) -> Trainer:
+    """A 2-iteration run of the tiny model on the VOC tree at ``root``."""
+    cfg = parsenet.compose(
+        "train",
+        [
+            *TINY_MODEL,
+            "data=voc",
+            f"data.root={root}",
+            "data.num_workers=0",
+            "data.augment.crop_size=16",
+            "optim=adamw",
+            "train.max_iters=2",
+            "train.batch_size=2",
+            "train.num_overlays=0",
+            "train.channels_last=false",
+        ],
+    )
+    return Trainer(cfg, run_dir)
+
+
+def test_a_validation_label_declaring_a_huge_size_ends_training_in_a_data_error_with_last_pt(
+    tmp_path: Path,
+):
+    root = write_voc_tree(tmp_path / "voc", {"train": 2, "val": 2})
+    declared_png(voc_sample(root, "val", 1, "label"), 60000, 60000)
+    with pytest.raises(DataError, match="2007_val_001.png is not read"):
+        voc_training(root, tmp_path / "run").run()
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 2
+
+
+def test_any_failure_of_the_final_evaluation_keeps_the_last_steps(tmp_path: Path):
+    root = write_voc_tree(tmp_path / "voc", {"train": 2, "val": 1})
+    trainer = voc_training(root, tmp_path / "run")
+
+    def broken(*args: object) -> dict:
+        raise MemoryError("out of memory in the final evaluation")
+
+    trainer.validation.run = broken
+    with pytest.raises(MemoryError):
+        trainer.run()
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 2
