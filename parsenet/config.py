@@ -7,6 +7,7 @@ config folders with ``config_dirs`` here, or Hydra's ``--config-dir`` on the com
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -85,6 +86,11 @@ def refuse_renamed_nodes(name: str, cfg: Any) -> None:
     for old, new in RENAMED_KEYS.get(name, {}).items():
         if OmegaConf.select(cfg, old) is not None:
             raise ConfigError(renamed_key_line(old, new))
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def config_error_message(error: Exception) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from parsenet.config import is_finite_number
 from parsenet.errors import ConfigError, ParsenetError
 from parsenet.fileio import staged_output
 from parsenet.loading import load_for_inference
@@ -41,6 +42,37 @@ def check_output_path(out: str | Path, fmt: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"out={out}: {existing} is not writable; choose another out=")
     return path
+
+
+def check_parity_settings(check_sizes: Any, min_agreement: Any) -> list[tuple[int, int]]:
+    """``check_sizes`` as (height, width) pairs, once it and ``min_agreement`` are known to be
+    usable: at least one pair of whole numbers ≥ 1, and a share of pixels in [0, 1].
+
+    Raises:
+        ConfigError: naming the key and what it must be (checked before anything is loaded).
+    """
+    sizes = check_sizes if isinstance(check_sizes, list | tuple) else []
+    pairs = [tuple(size) for size in sizes if is_size(size)]
+    if not sizes or len(pairs) != len(sizes):
+        raise ConfigError(
+            f"check_sizes={check_sizes!r} must be a list of [height, width] pairs of whole "
+            "numbers ≥ 1, e.g. check_sizes=[[375,500],[512,384]]"
+        )
+    if not is_finite_number(min_agreement) or not 0 <= min_agreement <= 1:
+        raise ConfigError(
+            f"min_agreement={min_agreement!r} must be a number between 0 and 1 (the share of "
+            "pixels where the export must give the eager model's class)"
+        )
+    return pairs
+
+
+def is_size(size: Any) -> bool:
+    """True for a (height, width) pair of whole numbers ≥ 1."""
+    return (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in size)
+    )
 
 
 def save_torchscript(model: nn.Module, path: Path) -> None:
@@ -127,14 +159,17 @@ def export_checkpoint(
     model expects, class names, palette). Returns that record.
 
     Raises:
-        ConfigError: ``out`` is a folder or cannot be written (see :func:`check_output_path`).
+        ConfigError: ``out`` is a folder or cannot be written (see :func:`check_output_path`),
+            or ``check_sizes`` or ``min_agreement`` is unusable (see
+            :func:`check_parity_settings`); nothing is loaded or written then.
         ParsenetError: the export agrees on fewer than ``min_agreement`` of the pixels (it is
             not kept; what was at ``out`` stays as it was).
     """
+    sizes = check_parity_settings(check_sizes, min_agreement)
     out = check_output_path(out, fmt)
     loaded = load_for_inference(checkpoint, "cpu", channels_last=False)  # traced as NCHW
     with staged_export(loaded.model, fmt, out) as staged:  # checked under its final name
-        results = parity(loaded.model, load_runner(fmt, staged), check_sizes)
+        results = parity(loaded.model, load_runner(fmt, staged), sizes)
         worst = min(result["argmax_agreement"] for result in results)
         if worst < min_agreement:
             raise ParsenetError(

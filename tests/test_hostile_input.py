@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, compose_train, run_cli, write_voc_tree
+from conftest import TINY_MODEL, assert_one_line_error, compose_train, run_cli, write_voc_tree
 from PIL import Image
 
 import parsenet
@@ -18,6 +18,7 @@ from parsenet.data.base import MAX_PIXELS_VARIABLE, read_image, read_label
 from parsenet.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
 from parsenet.engine.training.trainer import Trainer
 from parsenet.errors import ConfigError, DataError
+from parsenet.export import export_checkpoint
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm
 
@@ -155,3 +156,47 @@ def test_any_failure_of_the_final_evaluation_keeps_the_last_steps(tmp_path: Path
     with pytest.raises(MemoryError):
         trainer.run()
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 2
+
+
+# --- 2. export settings checked before anything runs ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("check_sizes", [[0, 0]]),
+        ("check_sizes", [[-1, 5]]),
+        ("check_sizes", []),
+        ("check_sizes", [[45.5, 61]]),
+        ("min_agreement", 1.5),
+        ("min_agreement", float("nan")),
+    ],
+)
+def test_an_unusable_parity_setting_is_refused_before_the_checkpoint_is_read(
+    tmp_path: Path, setting: str, value: object
+):
+    settings = {"check_sizes": [[45, 61]], "min_agreement": 0.999, setting: value}
+    out = tmp_path / "model.pt"
+    with pytest.raises(ConfigError, match=f"^{setting}="):
+        export_checkpoint(
+            tmp_path / "missing.pt", "torchscript", out, tmp_path / "e.json", **settings
+        )
+    assert not out.exists()
+
+
+def test_export_with_an_empty_check_size_is_one_line_and_keeps_the_old_file(
+    checkpoint: Path, tmp_path: Path
+):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"the user's earlier export")
+    run = tmp_path / "run"
+    result = run_cli(
+        "export",
+        f"checkpoint={checkpoint}",
+        f"out={out}",
+        "check_sizes=[[0,0]]",
+        f"hydra.run.dir={run}",
+    )
+    assert_one_line_error(result, "check_sizes=[[0, 0]] must be a list of [height, width] pairs")
+    assert out.read_bytes() == b"the user's earlier export"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]

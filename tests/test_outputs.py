@@ -291,6 +291,11 @@ def interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def disagreeing(*_: object) -> list[dict]:
+    """A stand-in for the parity check that finds the export wrong on half the pixels."""
+    return [{"size": [45, 61], "max_abs_diff": 1.0, "argmax_agreement": 0.5}]
+
+
 @pytest.mark.parametrize("stop", ["disagreement", "ctrl_c"])
 def test_an_export_that_is_not_kept_leaves_what_was_at_out(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
@@ -298,12 +303,12 @@ def test_an_export_that_is_not_kept_leaves_what_was_at_out(
     out = tmp_path / "exports" / "model.pt"
     out.parent.mkdir()
     out.write_bytes(b"the user's earlier export")
-    if stop == "ctrl_c":
-        monkeypatch.setattr(export, "parity", interrupt)
+    monkeypatch.setattr(export, "parity", interrupt if stop == "ctrl_c" else disagreeing)
     expected = KeyboardInterrupt if stop == "ctrl_c" else ParsenetError
+    reason = None if stop == "ctrl_c" else "agrees with the eager model on only 50.000 %"
     record = tmp_path / "export.json"
-    with pytest.raises(expected):
-        export_checkpoint(checkpoint, "torchscript", out, record, CHECK_SIZES, min_agreement=2)
+    with pytest.raises(expected, match=reason):
+        export_checkpoint(checkpoint, "torchscript", out, record, CHECK_SIZES)
     assert names_in(out.parent) == ["model.pt"]
     assert out.read_bytes() == b"the user's earlier export"
     assert not record.exists()
