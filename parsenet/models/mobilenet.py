@@ -46,6 +46,7 @@ class MobileNetV3Trunk(BatchNormTrunk):
         output_stride: 16 (the last stage dilated, as torchvision's segmentation models) or 8
             (the last two).
         freeze_bn: keep every BatchNorm's statistics and affine parameters fixed.
+        bn_momentum: running-statistics momentum of the BatchNorms (None: torchvision's).
     """
 
     imagenet_weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1
@@ -56,8 +57,9 @@ class MobileNetV3Trunk(BatchNormTrunk):
         width_mult: float = 1.0,
         output_stride: int = 16,
         freeze_bn: bool = False,
+        bn_momentum: float | None = None,
     ) -> None:
-        super().__init__(arch, width_mult, freeze_bn)
+        super().__init__(arch, width_mult, freeze_bn, bn_momentum)
         if arch != "mobilenet_v3_large":
             raise ValueError(f"backbone.arch must be mobilenet_v3_large, got {arch!r}")
         if not width_mult > 0:
@@ -69,7 +71,7 @@ class MobileNetV3Trunk(BatchNormTrunk):
         self.set_layers({str(index): block for index, block in enumerate(features)})
         self.add_tap("low", str(LOW), features[LOW].out_channels, 8)
         self.add_tap("high", str(HIGH), features[HIGH].out_channels, output_stride)
-        self.freeze_batchnorm()
+        self.configure_batchnorm()
 
     def trunk_key(self, torchvision_key: str) -> str | None:
         """``features.N.…`` → ``N.…``; the classifier is left out."""

@@ -35,12 +35,17 @@ class ResNetTrunk(BatchNormTrunk):
         output_stride: 8 (layer3 and layer4 dilated) or 16 (layer4 dilated).
         freeze_bn: keep every BatchNorm's statistics and affine parameters as they are (eval
             mode, no gradients): the usual choice when fine-tuning with small batches.
+        bn_momentum: running-statistics momentum of the BatchNorms (None: torchvision's).
     """
 
     def __init__(
-        self, arch: str = "resnet50_d8", output_stride: int = 8, freeze_bn: bool = False
+        self,
+        arch: str = "resnet50_d8",
+        output_stride: int = 8,
+        freeze_bn: bool = False,
+        bn_momentum: float | None = None,
     ) -> None:
-        super().__init__(arch, freeze_bn=freeze_bn)
+        super().__init__(arch, freeze_bn=freeze_bn, bn_momentum=bn_momentum)
         if arch not in RESNETS:
             raise ValueError(f"backbone.arch must be one of {sorted(RESNETS)}, got {arch!r}")
         if output_stride not in DILATED_STAGES:
@@ -54,7 +59,7 @@ class ResNetTrunk(BatchNormTrunk):
                 stride *= 2
             channels = getattr(net, stage)[-1].conv3.out_channels
             self.add_tap(stage, stage, channels, stride)
-        self.freeze_batchnorm()
+        self.configure_batchnorm()
 
     def trunk_key(self, torchvision_key: str) -> str | None:
         """Our name of a torchvision ResNet state-dict key (the same), or None for the

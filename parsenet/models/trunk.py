@@ -96,13 +96,25 @@ class BatchNormTrunk(Trunk):
         width_mult: channel multiplier (1.0: the published network).
         freeze_bn: keep every BatchNorm's running statistics and affine parameters fixed (the
             layers stay in eval mode and their parameters get no gradient).
+        bn_momentum: the BatchNorms' running-statistics momentum; None keeps torchvision's (0.1
+            for ResNets, 0.01 for MobileNetV3, which lags far behind the weights of a short run
+            from scratch: evaluation then sees stale statistics).
     """
 
     imagenet_weights: Any = None
 
-    def __init__(self, arch: str, width_mult: float = 1.0, freeze_bn: bool = False) -> None:
+    def __init__(
+        self,
+        arch: str,
+        width_mult: float = 1.0,
+        freeze_bn: bool = False,
+        bn_momentum: float | None = None,
+    ) -> None:
         super().__init__(arch, width_mult)
+        if bn_momentum is not None and not 0 < bn_momentum <= 1:
+            raise ValueError(f"backbone.bn_momentum must be in (0, 1], got {bn_momentum}")
         self.freeze_bn = freeze_bn
+        self.bn_momentum = bn_momentum
 
     @property
     def weights_name(self) -> str:  # type: ignore[override]
@@ -112,9 +124,13 @@ class BatchNormTrunk(Trunk):
         """Every BatchNorm layer of the trunk."""
         return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    def freeze_batchnorm(self) -> None:
-        """With ``freeze_bn``: no gradient for the BatchNorm parameters, eval mode from now on
-        (see :meth:`train`). Call at the end of a subclass's constructor."""
+    def configure_batchnorm(self) -> None:
+        """Apply ``bn_momentum``, and with ``freeze_bn`` no gradient for the BatchNorm
+        parameters and eval mode from now on (see :meth:`train`). Call at the end of a
+        subclass's constructor."""
+        if self.bn_momentum is not None:
+            for norm in self.batchnorms():
+                norm.momentum = self.bn_momentum
         if self.freeze_bn:
             for norm in self.batchnorms():
                 norm.requires_grad_(False)

@@ -27,7 +27,7 @@ from parsenet.engine.training.class_weight import checked_class_weight, resolved
 from parsenet.engine.training.optim import build_optimizer, parameter_groups
 from parsenet.engine.training.settings import TrainSettings
 from parsenet.engine.training.validation import Validation
-from parsenet.errors import DataError
+from parsenet.errors import ConfigError, DataError
 from parsenet.models import build_model
 from parsenet.models.parsenet import SegmentationNet
 from parsenet.models.pretrained import (
@@ -65,14 +65,39 @@ class TrainingParts:
     loss: torch.nn.Module
 
 
+def check_batch_statistics(model: SegmentationNet, model_cfg: dict[str, Any], batch: int) -> None:
+    """Refuse, before any weight is loaded, a head that BatchNorms an image-pooled 1×1 vector when
+    each process trains on ``batch`` = 1 image: such a BatchNorm sees one value per channel, and
+    torch stops the first step ("Expected more than 1 value per channel when training")."""
+    if batch > 1 or not model.head.pooled_batchnorm:
+        return
+    head = model_cfg.get("head") or {}
+    chosen = f"model.head.type={head.get('type') or 'parsenet'}"
+    if head.get("context_norm") == "batchnorm":
+        chosen += " with model.head.context_norm=batchnorm"
+    raise ConfigError(
+        f"{chosen} normalises the image-pooled 1×1 vector with BatchNorm, which cannot train on "
+        "train.batch_size=1 (one value per channel); use train.batch_size=2 or more "
+        "(train.iter_size keeps the images per update), or ParseNet's context "
+        "(model/head=parsenet, L2Norm: no batch statistics)"
+    )
+
+
 def initialised_model(
-    model_cfg: dict[str, Any], num_classes: int, data_name: str | None = None
+    model_cfg: dict[str, Any],
+    num_classes: int,
+    data_name: str | None = None,
+    batch_size: int | None = None,
 ) -> tuple[SegmentationNet, dict[str, Any]]:
     """The model with its trunk initialised from ``backbone.pretrained``, and a copy of
     ``model_cfg`` whose ``input_norm`` is the convention those weights want and whose
     ``backbone.pretrained`` is what ``auto`` stood for (``imagenet`` for real data, named by
-    ``data_name``, at full width; ``none`` for the synthetic data or another width; logged)."""
+    ``data_name``, at full width; ``none`` for the synthetic data or another width; logged).
+    With ``batch_size`` (images per process and step), a head that cannot train on it is
+    refused first (:func:`check_batch_statistics`)."""
     model = build_model(model_cfg, num_classes)
+    if batch_size is not None:
+        check_batch_statistics(model, model_cfg, batch_size)
     requested = model_cfg["backbone"].get("pretrained")
     trunk = model.backbone
     source, why = resolve_pretrained(requested, data_name, trunk.width_mult, trunk.weights_name)
@@ -136,7 +161,7 @@ def assemble(
     weight_setting = checked_class_weight(config["loss"].get("class_weight"), info.num_classes)
     with main_process_first(context):
         model, config["model"] = initialised_model(
-            config["model"], info.num_classes, config["data"].get("name")
+            config["model"], info.num_classes, config["data"].get("name"), settings.batch_size
         )
         normalization = get_normalization(config["model"]["input_norm"])
         train_set, val_set = training_datasets(
