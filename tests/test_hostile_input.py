@@ -3,7 +3,9 @@ end in one line (or a counted skip) with nothing lost."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -11,8 +13,10 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL, assert_one_line_error, compose_train, run_cli, write_voc_tree
 from PIL import Image
+from test_caffe_convert import delimited, encode_layer, encode_net, key, varint
 
 import parsenet
+from parsenet.convert import CaffeModelError, read_caffemodel
 from parsenet.data import dataset_info
 from parsenet.data.base import MAX_PIXELS_VARIABLE, read_image, read_label
 from parsenet.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -200,3 +204,78 @@ def test_export_with_an_empty_check_size_is_one_line_and_keeps_the_old_file(
     assert_one_line_error(result, "check_sizes=[[0, 0]] must be a list of [height, width] pairs")
     assert out.read_bytes() == b"the user's earlier export"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]
+
+
+# --- 3. a crafted .caffemodel ------------------------------------------------------------------
+
+
+def caffemodel(path: Path, blobs: list[bytes], layers: int = 1) -> Path:
+    """A NetParameter of ``layers`` layers named 0, 1, … holding ``blobs`` each."""
+    path.write_bytes(encode_net([encode_layer(str(index), blobs) for index in range(layers)]))
+    return path
+
+
+def shape_blob(dims: list[int], values: bytes = b"") -> bytes:
+    """A BlobProto of the given ``shape`` dims and packed float ``values``."""
+    return delimited(7, delimited(1, b"".join(varint(dim) for dim in dims))) + values
+
+
+@pytest.mark.parametrize(
+    "dims",
+    [[2**32, 2**32], [2**64], [0, 2**63], [3, *[2**32 + 1, 2**32 - 1] * 2]],
+    ids=["wraps_to_zero", "above_2_63", "beside_a_zero", "wraps_to_the_count"],
+)
+def test_a_blob_shape_no_array_can_have_is_a_damaged_file(tmp_path: Path, dims: list[int]):
+    values = delimited(5, np.zeros(3, "<f4").tobytes()) if dims[0] == 3 else b""
+    path = caffemodel(tmp_path / "crafted.caffemodel", [shape_blob(dims, values)])
+    with pytest.raises(CaffeModelError, match="crafted.caffemodel is not a complete .* shape"):
+        read_caffemodel(path)
+
+
+def test_convert_of_a_crafted_shape_is_one_line(tmp_path: Path):
+    path = caffemodel(tmp_path / "crafted.caffemodel", [shape_blob([2**32, 2**32])])
+    result = run_cli("convert", "caffe", str(path), "--out", str(tmp_path / "out.pt"))
+    assert_one_line_error(result, "crafted.caffemodel", "a blob of shape (4294967296, 4294967296)")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def parse_seconds(path: Path) -> float:
+    """The fastest of three reads of ``path`` (its errors ignored)."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with contextlib.suppress(CaffeModelError):
+            read_caffemodel(path)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def test_reading_many_layers_is_linear_in_their_number(tmp_path: Path):
+    one_value = delimited(5, np.zeros(1, "<f4").tobytes()) + delimited(7, delimited(1, varint(1)))
+    small, large = (
+        parse_seconds(caffemodel(tmp_path / f"{count}.caffemodel", [one_value], layers=count))
+        for count in (2_000, 16_000)
+    )
+    assert large < 20 * small, (small, large)  # linear: about 8 times; quadratic: 64
+
+
+def test_many_short_runs_of_unpacked_values_are_read_in_linear_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    short_run = key(5, 5) + bytes(4) + key(1, 0) + varint(1)  # one unpacked float, then a dim
+    looked: list[int] = []  # bytes the reader hands to NumPy
+    frombuffer = np.frombuffer
+
+    def counted(*args: object, **kwargs: object) -> np.ndarray:
+        array = frombuffer(*args, **kwargs)
+        looked.append(array.nbytes)
+        return array
+
+    monkeypatch.setattr(np, "frombuffer", counted)
+    work = []
+    for count in (1_000, 8_000):
+        looked.clear()
+        with contextlib.suppress(CaffeModelError):  # a blob of 1×N values, shaped 1
+            read_caffemodel(caffemodel(tmp_path / f"{count}.caffemodel", [short_run * count]))
+        work.append(sum(looked))
+    assert work[1] < 10 * work[0], work  # linear: 8 times; quadratic: 64

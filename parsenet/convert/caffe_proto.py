@@ -14,12 +14,16 @@ branches):
 - ``BlobShape``: ``dim = 1`` (int64, packed).
 
 Repeated numbers are read packed or unpacked (protobuf parsers accept both); long runs of packed or
-unpacked floats are decoded with ``numpy.frombuffer``, so a 500 MB file converts in seconds.
+unpacked floats are decoded with ``numpy.frombuffer``, so a 500 MB file converts in seconds. Work
+is linear in the file's size whatever its layout, and a blob whose shape does not fit its values (or
+no array could have) is a damaged file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,8 @@ SHAPE_DIM = 1
 # V1LayerParameter.LayerType values of the layers that carry weights.
 V1_TYPES = {4: "Convolution", 14: "InnerProduct", 39: "Deconvolution"}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SHOWN_DIMS = 6  # dimensions of a bad blob shape shown in a message
+FIRST_WINDOW = 64  # unpacked values looked at first for the end of their run
 
 
 class CaffeModelError(ParsenetError):
@@ -133,13 +139,23 @@ def packed_varints(buffer: bytes, start: int, end: int) -> list[int]:
 
 def unpacked_run(buffer: bytes, start: int, end: int, key: int, dtype: np.dtype) -> np.ndarray:
     """Decode the run of consecutive unpacked values (a one-byte ``key`` before each ``dtype``
-    value) that begins at ``start``: the unpacked form of a repeated float or double."""
+    value) that begins at ``start``: the unpacked form of a repeated float or double.
+
+    The run's end is found in windows that double in size, so the bytes looked at are at most
+    twice the run's own (or one first window), never the rest of the message: however many
+    short runs a blob holds, the work stays linear in its size.
+    """
     width = dtype.itemsize + 1
-    count = (end - start) // width
-    records = np.frombuffer(buffer, np.uint8, count * width, start).reshape(count, width)
-    tagged = records[:, 0] == key
-    run = count if tagged.all() else int(np.argmin(tagged))
-    return records[:run, 1:].copy().view(dtype).reshape(-1)
+    available = (end - start) // width
+    window = FIRST_WINDOW
+    while True:
+        count = min(window, available)
+        records = np.frombuffer(buffer, np.uint8, count * width, start).reshape(count, width)
+        untagged = np.flatnonzero(records[:, 0] != key)
+        if untagged.size or count == available:
+            run = int(untagged[0]) if untagged.size else count
+            return records[:run, 1:].copy().view(dtype).reshape(-1)
+        window *= 2
 
 
 # Blob value fields: field number → (little-endian dtype, wire type of one unpacked value).
@@ -176,9 +192,19 @@ def read_blob(buffer: bytes, start: int, end: int) -> np.ndarray:
     if shape is None:
         shape = [legacy.get(field, 0) for field in BLOB_LEGACY_DIMS] if legacy else []
     data = np.concatenate(chunks or [np.zeros(0, np.float32)]).astype(np.float32, copy=False)
-    if int(np.prod(shape, dtype=np.int64)) != data.size:
-        raise WireError(f"a blob of shape {tuple(shape)} holds {data.size} values")
-    return data.reshape(shape)
+    return shaped(data, shape)
+
+
+def shaped(data: np.ndarray, shape: list[int]) -> np.ndarray:
+    """``data`` in a blob's ``shape``: its dimensions multiply to the number of values (exactly,
+    with no 64-bit wrap-around) and make an array NumPy can hold."""
+    shown = ", ".join(map(str, shape[:SHOWN_DIMS])) + (", …" if len(shape) > SHOWN_DIMS else "")
+    if math.prod(shape) != data.size:
+        raise WireError(f"a blob of shape ({shown}) holds {data.size} values")
+    try:
+        return data.reshape(shape)
+    except ValueError:  # a dimension beyond what an array can have, next to a zero
+        raise WireError(f"a blob of shape ({shown}) is not a possible array") from None
 
 
 def read_shape(buffer: bytes, start: int, end: int) -> list[int]:
@@ -261,7 +287,7 @@ def read_caffemodel(path: str | Path) -> CaffeNet:
         raise CaffeModelError(
             f"{path} holds no layers with weights; is it a .caffemodel (not a .prototxt)?"
         )
-    repeated = sorted({name for name in weighted if weighted.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(weighted).items() if count > 1)
     if repeated:
         raise CaffeModelError(
             f"{path} has several layers with weights named {', '.join(repeated)}; layer names "
