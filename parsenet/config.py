@@ -93,6 +93,19 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def refuse_non_finite(values: Any, key: str = "") -> None:
+    """A :class:`ConfigError` naming the first setting in a resolved config (plain dicts and
+    lists) that is NaN or infinite: no setting of any command takes one."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            refuse_non_finite(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(values, list):
+        for index, value in enumerate(values):
+            refuse_non_finite(value, f"{key}[{index}]")
+    elif isinstance(values, float) and not math.isfinite(values):
+        raise ConfigError(f"{key}={values} must be a finite number (no setting takes nan or inf)")
+
+
 def config_error_message(error: Exception) -> str:
     """Turn a Hydra/OmegaConf composition error into one line that names the key."""
     from hydra.errors import MissingConfigException
@@ -158,15 +171,18 @@ def compose(
             ``data/mine.yaml`` there is ``data=mine``).
 
     Raises:
-        ConfigError: one line naming the key or group that is wrong.
+        ConfigError: one line naming the key or group that is wrong (a value that is NaN or
+            infinite included, see :func:`refuse_non_finite`).
     """
     from omegaconf import OmegaConf
 
     with composed(name, overrides, config_dirs, with_hydra=False) as cfg:
         try:
-            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         except Exception as error:  # resolution errors: interpolations, missing values
             raise ConfigError(config_error_message(error)) from None
+    refuse_non_finite(values)
+    return values
 
 
 def run_folder(
@@ -183,10 +199,12 @@ def run_folder(
     with composed(name, overrides, config_dirs, with_hydra=True) as cfg:
         try:
             job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-            OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
-            return Path(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True))
+            values = OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
+            folder = Path(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True))
         except Exception as error:  # resolution errors: interpolations, missing values
             raise ConfigError(config_error_message(error)) from None
+    refuse_non_finite(values)
+    return folder
 
 
 def instantiate(node: dict[str, Any], key: str, **kwargs: Any) -> Any:

@@ -4,6 +4,7 @@ end in one line (or a counted skip) with nothing lost."""
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 import time
 import zlib
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, assert_one_line_error, compose_train, run_cli, write_voc_tree
+from conftest import (
+    TINY_MODEL,
+    TINY_SYNTHETIC,
+    assert_one_line_error,
+    compose_train,
+    run_cli,
+    write_voc_tree,
+)
 from PIL import Image
 from test_caffe_convert import delimited, encode_layer, encode_net, key, varint
 
@@ -20,6 +28,9 @@ from parsenet.convert import CaffeModelError, read_caffemodel
 from parsenet.data import dataset_info
 from parsenet.data.base import MAX_PIXELS_VARIABLE, read_image, read_label
 from parsenet.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
+from parsenet.engine.scoring.inference import InferenceMode
+from parsenet.engine.training.faults import TrainingDiverged
+from parsenet.engine.training.settings import TrainSettings
 from parsenet.engine.training.trainer import Trainer
 from parsenet.errors import ConfigError, DataError
 from parsenet.export import export_checkpoint
@@ -279,3 +290,101 @@ def test_many_short_runs_of_unpacked_values_are_read_in_linear_work(
             read_caffemodel(caffemodel(tmp_path / f"{count}.caffemodel", [short_run * count]))
         work.append(sum(looked))
     assert work[1] < 10 * work[0], work  # linear: 8 times; quadratic: 64
+
+
+# --- 4. NaN, infinity and out-of-range numbers -------------------------------------------------
+
+
+def tiny_training(run: Path, *extra: str) -> list[str]:
+    """``parsenet-train`` arguments for a 3-iteration run of the tiny model into ``run``."""
+    return [
+        *TINY_MODEL,
+        *TINY_SYNTHETIC,
+        f"paths.data_root={run.parent / 'data'}",
+        "train.batch_size=2",
+        "train.max_iters=3",
+        "train.num_overlays=0",
+        "train.channels_last=false",
+        f"hydra.run.dir={run}",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("optim.lr=nan", "optim.lr=nan must be a finite number"),
+        ("optim.momentum=2", "optim.momentum=2 must be a number in [0, 1)"),
+    ],
+)
+def test_a_non_finite_or_out_of_range_setting_is_one_line_before_training(
+    tmp_path: Path, override: str, fragment: str
+):
+    run = tmp_path / "run"
+    assert_one_line_error(run_cli("train", *tiny_training(run, override)), fragment)
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides"),
+    [
+        ("train", ["optim.lr=inf"]),
+        ("train", ["data.augment.scale_range=[nan,1.0]"]),
+        (
+            "predict",
+            ["checkpoint=m.pt", "inputs=x", "inference=msflip", "inference.msflip.scales=[nan]"],
+        ),
+        ("export", ["checkpoint=m.pt", "min_agreement=-inf"]),
+    ],
+)
+def test_no_command_takes_nan_or_infinity_for_a_setting(command: str, overrides: list[str]):
+    key = overrides[-1].partition("=")[0]
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(key)}(\[0\])?=-?(nan|inf) must be a finite number"
+    ):
+        parsenet.compose(command, overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("optim.lr=nan", "optim.lr=nan must be a number > 0"),
+        ("optim.lr=inf", "optim.lr=inf must be a number > 0"),
+        ("optim.weight_decay=inf", "optim.weight_decay=inf must be a number ≥ 0"),
+        ("data.augment.scale_range=[nan,1.0]", "scale_range=nan must be a number > 0"),
+        ("+optim.betas=[2,0.9]", "optim.betas[0]=2 must be a number in [0, 1)"),
+    ],
+)
+def test_the_training_settings_refuse_non_finite_and_out_of_range_numbers_themselves(
+    tmp_path: Path, override: str, fragment: str
+):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        TrainSettings.from_config(compose_train(tmp_path, override))
+
+
+def test_msflip_scales_must_be_finite_and_positive():
+    node = {"mode": "msflip", "slide": {"crop": 512, "stride": 341}, "msflip": {"flip": True}}
+    for scales in ([float("nan")], [float("inf")], [0.5, -1.0], [], 2.0):
+        with pytest.raises(
+            ConfigError, match="inference.msflip.scales=.* must be finite numbers > 0"
+        ):
+            InferenceMode.from_config({**node, "msflip": {"scales": scales, "flip": True}})
+
+
+def test_an_update_that_makes_the_weights_non_finite_stops_training_and_saves_nothing(
+    tmp_path: Path,
+):
+    trainer = Trainer(compose_train(tmp_path, "train.checkpoint_every=1"), tmp_path / "run")
+    update = trainer.optimizer.step
+
+    def overflowing(*args: object, **kwargs: object) -> object:
+        """The update, then one weight where a too large step would put it."""
+        result = update(*args, **kwargs)
+        weight = next(trainer.model.parameters()).data
+        weight[(0,) * weight.dim()] = float("inf")
+        return result
+
+    trainer.optimizer.step = overflowing
+    with pytest.raises(TrainingDiverged, match=r"iteration 1: .* non-finite with optim.lr=0.0003"):
+        trainer.run()
+    assert not list((tmp_path / "run").glob("checkpoints/*.pt"))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parsenet.config import shipped
+from parsenet.config import is_finite_number, shipped
 from parsenet.errors import ConfigError
 
 MODES = ("whole", "slide", "msflip")
@@ -52,8 +52,10 @@ class InferenceMode:
                 f"{KEY}.slide.stride={slide['stride']} must be in "
                 f"1…{KEY}.slide.crop={slide['crop']}"
             )
-        if mode == "msflip" and (not msflip["scales"] or min(msflip["scales"]) <= 0):
-            raise ConfigError(f"{KEY}.msflip.scales={msflip['scales']} must be positive numbers")
+        if mode == "msflip" and not are_scales(msflip["scales"]):
+            raise ConfigError(
+                f"{KEY}.msflip.scales={msflip['scales']} must be finite numbers > 0, e.g. [0.5,1.0]"
+            )
         return cls(
             mode, slide["crop"], slide["stride"], tuple(msflip["scales"]), bool(msflip["flip"])
         )
@@ -77,6 +79,15 @@ class InferenceMode:
 
 
 WHOLE_IMAGE = InferenceMode("whole")
+
+
+def are_scales(scales: Any) -> bool:
+    """True for a non-empty list of finite resize factors above 0."""
+    return (
+        isinstance(scales, list | tuple)
+        and bool(scales)
+        and all(is_finite_number(scale) and scale > 0 for scale in scales)
+    )
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:

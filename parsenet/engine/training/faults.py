@@ -1,11 +1,15 @@
-"""What a long run must survive: stop signals and steps with a non-finite loss or gradient."""
+"""What a long run must survive: stop signals, steps with a non-finite loss or gradient, and an
+update that makes the weights non-finite."""
 
 from __future__ import annotations
 
 import math
 import signal
 import threading
+from collections.abc import Iterable
 from types import FrameType
+
+import torch
 
 from parsenet.errors import ParsenetError
 
@@ -85,3 +89,17 @@ class NonFiniteGuard:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.total, self.in_a_row = state["total"], state["in_a_row"]
+
+
+def check_finite_weights(parameters: Iterable[torch.Tensor], iteration: int, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` if an update left any weight NaN or infinite (a finite
+    loss and gradient times a learning rate that overflows), before such weights can be saved
+    or evaluated: no checkpoint ever holds them."""
+    weights = [parameter.detach() for parameter in parameters]
+    largest = torch.nn.utils.get_total_norm(weights, math.inf).item()  # NaN if any weight is
+    if not math.isfinite(largest):
+        raise TrainingDiverged(
+            f"training stopped at iteration {iteration}: the update made the weights non-finite "
+            f"with optim.lr={lr}; nothing of that step was saved (the last checkpoint, if any, is "
+            "as it was) — lower optim.lr"
+        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from parsenet.config import is_finite_number
 from parsenet.data.loader import loader_workers
 from parsenet.engine.runtime.memory_format import layout_setting
 from parsenet.engine.runtime.precision import AMP_DTYPES
@@ -106,21 +107,40 @@ class TrainSettings:
 
 
 def number_at_least(key: str, value: Any, minimum: float, strict: bool) -> float:
-    """``value`` if it is a number above ``minimum`` (or equal, unless ``strict``), else a
-    :class:`ConfigError` naming ``key``."""
-    number = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not number or value < minimum or (strict and value == minimum):
+    """``value`` if it is a finite number above ``minimum`` (or equal, unless ``strict``), else
+    a :class:`ConfigError` naming ``key``."""
+    if not is_finite_number(value) or value < minimum or (strict and value == minimum):
         raise ConfigError(f"{key}={value!r} must be a number {'>' if strict else '≥'} {minimum}")
     return float(value)
 
 
+def check_decay_rate(key: str, value: Any) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` unless ``value`` is a number in [0, 1) (a
+    momentum or an Adam beta: at 1 or more the running averages grow without bound)."""
+    if not is_finite_number(value) or not 0 <= value < 1:
+        raise ConfigError(f"{key}={value!r} must be a number in [0, 1), e.g. 0.9")
+
+
+def check_betas(betas: Any) -> None:
+    """Raise a :class:`ConfigError` unless ``optim.betas`` is two numbers in [0, 1)."""
+    if not isinstance(betas, list | tuple) or len(betas) != 2:
+        raise ConfigError(f"optim.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9,0.999]")
+    for index, beta in enumerate(betas):
+        check_decay_rate(f"optim.betas[{index}]", beta)
+
+
 def check_recipe(cfg: dict[str, Any]) -> None:
     """Check the values a user types for the optimiser and the augmentation (``optim.lr``,
-    ``optim.weight_decay``, ``lr_mult.*``, ``data.augment.*``) before anything is built; a bad
-    one is a :class:`ConfigError` naming its key."""
+    ``optim.weight_decay``, ``optim.momentum``, ``optim.betas``, ``lr_mult.*``,
+    ``data.augment.*``) before anything is built; a bad one is a :class:`ConfigError` naming
+    its key."""
     optim = cfg["optim"]
     number_at_least("optim.lr", optim.get("lr"), 0, strict=True)
     number_at_least("optim.weight_decay", optim.get("weight_decay", 0.0), 0, strict=False)
+    if "momentum" in optim:
+        check_decay_rate("optim.momentum", optim["momentum"])
+    if "betas" in optim:
+        check_betas(optim["betas"])
     for key, value in cfg["lr_mult"].items():
         number_at_least(f"lr_mult.{key}", value, 0, strict=False)
     augment = cfg["data"].get("augment") or {}

@@ -23,7 +23,7 @@ from parsenet.engine.runtime.precision import Precision
 from parsenet.engine.runtime.process import peak_memory_mb, resolve_device, seed_everything
 from parsenet.engine.scoring.split import gather_bad_samples
 from parsenet.engine.training.assembly import assemble, forward_module, training_loader
-from parsenet.engine.training.faults import NonFiniteGuard, StopRequest
+from parsenet.engine.training.faults import NonFiniteGuard, StopRequest, check_finite_weights
 from parsenet.engine.training.log import TrainingLog, progress_line, step_scalars
 from parsenet.engine.training.settings import TrainSettings
 from parsenet.engine.training.state import CheckpointFolder, TrainingState
@@ -134,7 +134,9 @@ class Trainer:
         """One optimizer step over ``iter_size`` accumulated batches.
 
         A step whose loss or gradient norm is not finite is skipped (weights unchanged) and
-        counted. Returns the step's loss, gradient norm, data and step time.
+        counted; an update that makes a weight non-finite stops training (see
+        :func:`check_finite_weights`). Returns the step's loss, gradient norm, data and step
+        time.
         """
         started = time.perf_counter()
         self.forward_model.train()
@@ -162,6 +164,8 @@ class Trainer:
         guard = self.guard
         if guard.check(total, checked_norm, self.iteration + 1):
             scaler.step(self.optimizer)
+            lr = self.cfg["optim"]["lr"]
+            check_finite_weights(self.model.parameters(), self.iteration + 1, lr)
         else:
             log.warning(
                 "iter %d: non-finite loss %s or gradient norm %s, step skipped (%d so far)",
