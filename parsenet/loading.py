@@ -21,7 +21,7 @@ from parsenet.engine.runtime.memory_format import (
 )
 from parsenet.engine.runtime.process import resolve_device
 from parsenet.engine.scoring.inference import WHOLE_IMAGE, InferenceMode
-from parsenet.errors import ConfigError
+from parsenet.errors import ConfigError, DataError
 from parsenet.models.pretrained import choose_input_norm
 from parsenet.onnx_backend import OnnxRuntimeModel, cached_onnx_export
 
@@ -188,16 +188,61 @@ def onnxruntime_model(
     return model, LayoutChoice("contiguous", setting, "onnxruntime")
 
 
+def layout_problem(shape: tuple[int, ...]) -> str | None:
+    """What is wrong with an image array of ``shape`` for :func:`predict`, with the fix; None
+    for a non-empty H×W×3 array."""
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1):
+        return "greyscale; repeat it into RGB: np.dstack([image] * 3)"
+    if len(shape) == 3 and shape[2] == 4:
+        return "RGBA; drop the alpha channel: image[..., :3]"
+    if len(shape) == 3 and shape[0] in (1, 3) and shape[2] not in (1, 3):
+        return "channels-first (C×H×W); move the channels last: image.transpose(1, 2, 0)"
+    if len(shape) != 3 or shape[2] != 3:
+        return "not an H×W×3 RGB array"
+    if not shape[0] or not shape[1]:
+        return "empty (no pixels)"
+    return None
+
+
+def as_rgb_uint8(image: Any) -> np.ndarray:
+    """``image`` as the H×W×3 RGB uint8 array the model takes (see :func:`predict` for what is
+    accepted and how a float image is converted).
+
+    Raises:
+        DataError: one line naming the shape or dtype given, what is expected and how to
+            convert it.
+    """
+    array = np.asarray(image)
+    shape = "×".join(map(str, array.shape)) or "scalar"
+    problem = layout_problem(array.shape)
+    if problem is not None:
+        raise DataError(f"predict takes an H×W×3 RGB image; this one ({shape}) is {problem}")
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise DataError(
+                f"a {array.dtype} image must hold values in [0, 1], not NaN, infinity or values "
+                "outside; for 0–255 values pass image.round().astype(np.uint8)"
+            )
+        return np.rint(array * 255).astype(np.uint8)
+    raise DataError(
+        f"image dtype {array.dtype} is not taken: pass uint8 RGB (a 16-bit image: "
+        "(image / 257).round().astype(np.uint8)) or floats in [0, 1]"
+    )
+
+
 @torch.inference_mode()
 def predict_batch(
     loaded: InferenceModel, images: Sequence[np.ndarray], mode: InferenceMode = WHOLE_IMAGE
 ) -> np.ndarray:
-    """Label maps (N×H×W class indices, uint8 up to 256 classes) for RGB uint8 images of one
-    size H×W×3, each segmented at its own size (never resized or padded, which would change the
-    context)."""
+    """Label maps (N×H×W class indices, uint8 up to 256 classes) for RGB images of one size
+    H×W×3 (each as :func:`predict` takes it), each segmented at its own size (never resized or
+    padded, which would change the context)."""
+    images = [as_rgb_uint8(image) for image in images]
     shapes = {image.shape for image in images}
-    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
-        raise ValueError(f"images must be H×W×3 arrays of one size, got shapes {sorted(shapes)}")
+    if len(shapes) != 1:
+        raise DataError(f"images of one batch must have one size, got shapes {sorted(shapes)}")
     batch = torch.stack([loaded.normalization(image) for image in images]).to(loaded.device)
     batch = batch.contiguous(memory_format=loaded.memory_format)
     labels = mode.scores(loaded.model, batch).argmax(dim=1).cpu().numpy()
@@ -207,10 +252,17 @@ def predict_batch(
 def predict(
     loaded: InferenceModel, image: np.ndarray, mode: InferenceMode = WHOLE_IMAGE
 ) -> np.ndarray:
-    """The label map (H×W class indices, see :func:`predict_batch`) of one RGB uint8 H×W×3
-    image of any size.
+    """The label map (H×W class indices, see :func:`predict_batch`) of one RGB image of any
+    size.
+
+    The image is an H×W×3 array in RGB order: uint8 (what image files decode to), or float in
+    [0, 1] (what scikit-image and torchvision give), converted as ``round(255 · value)`` so a
+    uint8 image divided by 255 gives exactly the uint8 result. Anything else is a
+    :class:`~parsenet.errors.DataError` saying how to convert it: other dtypes (uint16: divide
+    by 257 and round), floats outside [0, 1] or NaN, greyscale (H×W), RGBA, channels-first
+    (3×H×W) and empty arrays.
 
     ``mode`` is whole-image inference by default; ``InferenceMode("slide", crop, stride)`` or
     ``InferenceMode("msflip", scales=…, flip=…)`` as in ``parsenet-eval``.
     """
-    return predict_batch(loaded, [np.asarray(image)], mode)[0]
+    return predict_batch(loaded, [image], mode)[0]

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, TINY_MODEL, TINY_SYNTHETIC, assert_one_line_error, run_cli
 
 import parsenet
-from parsenet.errors import ConfigError
+from parsenet.errors import ConfigError, DataError
 
 USER_DATA = """\
 defaults:
@@ -106,7 +106,7 @@ def test_load_for_inference_and_predict_any_size(trained: Path):
     assert label.max() < loaded.num_classes
     slide = parsenet.predict(loaded, image, parsenet.InferenceMode("slide", crop=64, stride=64))
     np.testing.assert_array_equal(slide, label)  # one window over the whole image
-    with pytest.raises(ValueError, match="H×W×3"):
+    with pytest.raises(DataError, match="H×W×3"):
         parsenet.predict(loaded, image[..., 0])
 
 

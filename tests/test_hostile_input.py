@@ -4,6 +4,7 @@ end in one line (or a counted skip) with nothing lost."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import struct
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import (
     TINY_MODEL,
     TINY_SYNTHETIC,
@@ -388,3 +390,56 @@ def test_an_update_that_makes_the_weights_non_finite_stops_training_and_saves_no
     with pytest.raises(TrainingDiverged, match=r"iteration 1: .* non-finite with optim.lr=0.0003"):
         trainer.run()
     assert not list((tmp_path / "run").glob("checkpoints/*.pt"))
+
+
+# --- 5. what parsenet.predict takes --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint: Path) -> parsenet.InferenceModel:
+    """The tiny random model on the CPU."""
+    return parsenet.load_for_inference(checkpoint, "cpu", channels_last=False)
+
+
+def test_a_float_image_in_zero_to_one_reaches_the_model_as_its_uint8_image(
+    loaded: parsenet.InferenceModel,
+):
+    inputs: list[torch.Tensor] = []  # what the network is given
+
+    def network(batch: torch.Tensor) -> torch.Tensor:
+        inputs.append(batch)
+        return loaded.model(batch)
+
+    spied = dataclasses.replace(loaded, model=network)
+    image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    expected = parsenet.predict(spied, image)
+    for dtype in (np.float32, np.float64):
+        np.testing.assert_array_equal(
+            parsenet.predict(spied, (image / 255).astype(dtype)), expected
+        )
+    assert all(torch.equal(given, inputs[0]) for given in inputs[1:])
+
+
+RGB = np.zeros((24, 32, 3), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("image", "fragment"),
+    [
+        (RGB.astype(np.uint16) * 257, "dtype uint16 is not taken: pass uint8 RGB (a 16-bit image"),
+        (np.full((24, 32, 3), np.nan, np.float32), "float32 image must hold values in [0, 1]"),
+        (RGB.astype(np.float32) + 255, "for 0–255 values pass image.round().astype(np.uint8)"),
+        (RGB[..., 0], "(24×32) is greyscale; repeat it into RGB"),
+        (RGB[..., :1], "(24×32×1) is greyscale"),
+        (np.zeros((24, 32, 4), np.uint8), "(24×32×4) is RGBA; drop the alpha channel"),
+        (RGB.transpose(2, 0, 1), "(3×24×32) is channels-first (C×H×W); move the channels last"),
+        (np.zeros((0, 0, 3), np.uint8), "(0×0×3) is empty"),
+    ],
+    ids=["uint16", "all_nan", "float_0_255", "grey", "grey_1", "rgba", "chw", "empty"],
+)
+def test_an_image_predict_does_not_take_is_one_data_error_saying_how_to_convert_it(
+    loaded: parsenet.InferenceModel, image: np.ndarray, fragment: str
+):
+    with pytest.raises(DataError, match=re.escape(fragment)) as caught:
+        parsenet.predict(loaded, image)
+    assert "\n" not in str(caught.value)
