@@ -312,18 +312,10 @@ def tiny_training(run: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    ("override", "fragment"),
-    [
-        ("optim.lr=nan", "optim.lr=nan must be a finite number"),
-        ("optim.momentum=2", "optim.momentum=2 must be a number in [0, 1)"),
-    ],
-)
-def test_a_non_finite_or_out_of_range_setting_is_one_line_before_training(
-    tmp_path: Path, override: str, fragment: str
-):
+def test_a_nan_learning_rate_is_one_line_before_training(tmp_path: Path):
     run = tmp_path / "run"
-    assert_one_line_error(run_cli("train", *tiny_training(run, override)), fragment)
+    result = run_cli("train", *tiny_training(run, "optim.lr=nan"))
+    assert_one_line_error(result, "optim.lr=nan must be a finite number")
     assert not run.exists()
 
 
@@ -354,6 +346,7 @@ def test_no_command_takes_nan_or_infinity_for_a_setting(command: str, overrides:
         ("optim.lr=inf", "optim.lr=inf must be a number > 0"),
         ("optim.weight_decay=inf", "optim.weight_decay=inf must be a number ≥ 0"),
         ("data.augment.scale_range=[nan,1.0]", "scale_range=nan must be a number > 0"),
+        ("+optim.momentum=2", "optim.momentum=2 must be a number in [0, 1)"),
         ("+optim.betas=[2,0.9]", "optim.betas[0]=2 must be a number in [0, 1)"),
     ],
 )
