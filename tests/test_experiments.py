@@ -19,6 +19,28 @@ from parsenet.models import L2Norm, build_model
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
 TABLES = sorted(p.stem for p in (REPO / "configs" / "ablation").glob("*.yaml"))
+PAPER_TABLES = ["context60", "siftflow", "voc12"]  # the VGG16 rows of the paper
+MODERN_TABLES = sorted(set(TABLES) - set(PAPER_TABLES))  # trunk_dataset: ParseNet vs other heads
+# Name parts of the modern-trunk experiments → what they set.
+HEAD_OF = {
+    "parsenet-baseline": "parsenet",
+    "parsenet": "parsenet",
+    "parsenet-early": "parsenet",
+    "deeplabv3-aspp": "aspp",
+    "lraspp": "lraspp",
+}
+ARCH_OF = {
+    "resnet50-os8": "resnet50_d8",
+    "resnet101-os8": "resnet101_d8",
+    "mobilenetv3-os16": "mobilenet_v3_large",
+}
+DATA_OF = {"voc12aug": "voc", "context60": "context60", "camvid": "camvid"}  # data.name
+
+
+def table_rows(table: str) -> list[dict]:
+    rows = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "ablation" / f"{table}.yaml"))
+    assert rows["rows"] and rows["baseline"] in [row["experiment"] for row in rows["rows"]]
+    return rows["rows"]
 
 
 def compose_train(*overrides: str) -> dict:
@@ -26,11 +48,9 @@ def compose_train(*overrides: str) -> dict:
         return OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=True)
 
 
-@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("table", PAPER_TABLES)
 def test_every_table_row_is_an_experiment_that_builds(table):
-    rows = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "ablation" / f"{table}.yaml"))
-    assert rows["rows"], table
-    for row in rows["rows"]:
+    for row in table_rows(table):
         name = row["experiment"]
         assert name in EXPERIMENTS and row["source"], name
         cfg = compose_train(f"experiment={name}", "model.backbone.width_mult=0.0625")
@@ -39,10 +59,11 @@ def test_every_table_row_is_an_experiment_that_builds(table):
         assert cfg["model"]["backbone"]["pretrained"] == "imagenet"
         model = build_model(cfg["model"], dataset_info(cfg["data"]).num_classes)
         head, trunk = cfg["model"]["head"], cfg["model"]["backbone"]
-        assert set(model.head.spatial_taps) == {t for t in head["taps"] if t != "pool6"}
-        assert bool(model.head.context_bins) == ("pool6" in head["taps"])
+        taps = head["taps"] or [model.backbone.deepest_tap, "pool6"]  # null: the default taps
+        assert set(model.head.spatial_taps) == {t for t in taps if t != "pool6"}
+        assert bool(model.head.context_bins) == ("pool6" in taps)
         norms = sum(isinstance(m, L2Norm) for m in model.modules())
-        assert norms == (len(head["taps"]) if head["normalize"] else 0), name
+        assert norms == (len(taps) if head["normalize"] else 0), name
         # The name says the setup: trunk stride, dataset, and normalisation where it varies.
         assert f"os{model.backbone.output_stride}" in name
         assert ("l2norm" in name) == head["normalize"] or "voc12aug" in name
@@ -57,7 +78,36 @@ def test_voc_rows_differ_only_in_what_their_names_say():
     assert released["head"] == {**early["head"], "fusion": "late"}
     assert released["head"] == {**nonorm["head"], "normalize": True}
     assert baseline["head"]["taps"] == ["fc7"] and not baseline["head"]["normalize"]
-    assert released["head"]["taps"] == ["fc7", "pool6"] and released["head"]["fusion"] == "late"
+    assert released["head"]["fusion"] == "late"
+    head = build_model({**released, "backbone": {"width_mult": 0.0625}}, 21).head
+    assert head.spatial_taps == ("fc7",) and head.context_bins == (1,)  # taps: fc7 and pool6
+
+
+@pytest.mark.parametrize("table", MODERN_TABLES)
+def test_every_modern_table_row_is_the_trunk_head_and_data_its_name_says(table):
+    """``{head}_{trunk}-os{stride}_{data}`` rows on the GPU recipe; one dataset per trunk also
+    builds its models (the others differ only in the data node)."""
+    for row in table_rows(table):
+        name = row["experiment"]
+        head_part, trunk_part, data_part = name.split("_")
+        cfg = compose_train(f"experiment={name}")
+        model_cfg = cfg["model"]
+        assert model_cfg["name"] == name and cfg["data"]["name"] == DATA_OF[data_part]
+        assert model_cfg["backbone"]["arch"] == ARCH_OF[trunk_part]
+        assert model_cfg["head"]["type"] == HEAD_OF[head_part]
+        assert model_cfg["backbone"]["pretrained"] == "imagenet"  # recipe=gpu_40k
+        assert (cfg["optim"]["lr"], cfg["train"]["batch_size"]) == (0.01, 16)
+        if data_part != "camvid":
+            continue
+        model = build_model(model_cfg, dataset_info(cfg["data"]).num_classes)
+        assert f"os{model.backbone.output_stride}" in trunk_part
+        deepest = model.backbone.deepest_tap
+        if head_part == "parsenet-baseline":
+            assert model.head.spatial_taps == (deepest,) and not model.head.context_bins
+            assert not any(isinstance(m, L2Norm) for m in model.modules())
+        elif head_part.startswith("parsenet"):
+            assert model.head.spatial_taps == (deepest,) and model.head.context_bins == (1,)
+            assert model.head.fusion == ("early" if head_part.endswith("early") else "late")
 
 
 @pytest.mark.parametrize("model", ["parsenet", "fcn", "fcn32s"])
@@ -76,7 +126,7 @@ def test_scale_defaults_live_in_the_code_and_can_be_overridden(model):
 
 def test_no_experiment_sets_its_own_scale_defaults():
     for name in EXPERIMENTS:
-        assert compose_train(f"experiment={name}")["model"]["head"]["scale_init"] is None, name
+        assert compose_train(f"experiment={name}")["model"]["head"].get("scale_init") is None, name
 
 
 def test_caffe_recipe_is_the_original_solver():
