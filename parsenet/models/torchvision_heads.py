@@ -4,9 +4,10 @@ its BatchNorm image-pooling branch), LR-ASPP and the FCN head."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
+from torch import nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead as TorchvisionFCNHead
 from torchvision.models.segmentation.lraspp import LRASPPHead as TorchvisionLRASPPHead
@@ -22,7 +23,27 @@ def checked_tap(tap: str | None, tap_channels: Mapping[str, int], key: str) -> s
     return tap
 
 
-class ASPPHead(SegmentationHead):
+class SingleTapHead(SegmentationHead):
+    """A head that reads one tap (default: the deepest) through ``layers``, built by
+    ``build(tap channels)``; scores come at that tap's stride."""
+
+    def __init__(
+        self,
+        tap_channels: Mapping[str, int],
+        tap_strides: Mapping[str, int],
+        tap: str | None,
+        build: Callable[[int], nn.Module],
+    ) -> None:
+        super().__init__()
+        self.tap = checked_tap(tap, tap_channels, "tap")
+        self.spatial_taps, self.output_stride = (self.tap,), tap_strides[self.tap]
+        self.layers = build(tap_channels[self.tap])
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.layers(features[self.tap])
+
+
+class ASPPHead(SingleTapHead):
     """DeepLabV3's head on one tap: ASPP (1×1, three dilated 3×3 and the image-pooling branch —
     global average, 1×1 conv, BatchNorm, ReLU — each 256 channels) → 3×3 conv, BatchNorm, ReLU →
     1×1 classifier (torchvision's ``DeepLabHead``).
@@ -44,16 +65,16 @@ class ASPPHead(SegmentationHead):
         tap: str | None = None,
         atrous_rates: Sequence[int] = (12, 24, 36),
     ) -> None:
-        super().__init__()
-        self.tap = checked_tap(tap, tap_channels, "tap")
-        self.spatial_taps, self.output_stride = (self.tap,), tap_strides[self.tap]
-        self.layers = DeepLabHead(tap_channels[self.tap], num_classes, tuple(atrous_rates))
+        rates = tuple(atrous_rates)
+        super().__init__(
+            tap_channels,
+            tap_strides,
+            tap,
+            lambda channels: DeepLabHead(channels, num_classes, rates),
+        )
 
-    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.layers(features[self.tap])
 
-
-class FCNHead(SegmentationHead):
+class FCNHead(SingleTapHead):
     """torchvision's FCN head on one tap: 3×3 conv (in/4 channels), BatchNorm, ReLU, dropout
     0.1, 1×1 classifier.
 
@@ -70,13 +91,12 @@ class FCNHead(SegmentationHead):
         num_classes: int,
         tap: str | None = None,
     ) -> None:
-        super().__init__()
-        self.tap = checked_tap(tap, tap_channels, "tap")
-        self.spatial_taps, self.output_stride = (self.tap,), tap_strides[self.tap]
-        self.layers = TorchvisionFCNHead(tap_channels[self.tap], num_classes)
-
-    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.layers(features[self.tap])
+        super().__init__(
+            tap_channels,
+            tap_strides,
+            tap,
+            lambda channels: TorchvisionFCNHead(channels, num_classes),
+        )
 
 
 class LRASPPHead(SegmentationHead):
