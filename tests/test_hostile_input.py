@@ -132,8 +132,8 @@ def test_verify_reports_files_declaring_a_huge_size(tmp_path: Path):
     assert f"label {label} is not read" in result.stdout
 
 
-def voc_training(root: Path, run_dir: Path) -> Trainer:
-    """A 2-iteration run of the tiny model on the VOC tree at ``root``."""
+def voc_training(root: Path, run_dir: Path, *extra: str) -> Trainer:
+    """A 2-iteration run of the tiny model on the VOC tree at ``root`` (``extra``: overrides)."""
     cfg = parsenet.compose(
         "train",
         [
@@ -147,6 +147,7 @@ def voc_training(root: Path, run_dir: Path) -> Trainer:
             "train.batch_size=2",
             "train.num_overlays=0",
             "train.channels_last=false",
+            *extra,
         ],
     )
     return Trainer(cfg, run_dir)
@@ -162,17 +163,24 @@ def test_a_validation_label_declaring_a_huge_size_ends_training_in_a_data_error_
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 2
 
 
-def test_any_failure_of_the_final_evaluation_keeps_the_last_steps(tmp_path: Path):
+def test_a_run_killed_in_its_final_evaluation_has_last_pt_and_resumes_to_its_end(tmp_path: Path):
     root = write_voc_tree(tmp_path / "voc", {"train": 2, "val": 1})
-    trainer = voc_training(root, tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    killed = voc_training(root, tmp_path / "run")
+    on_disk: list[int] = []  # last.pt's iteration when the final evaluation starts
 
-    def broken(*args: object) -> dict:
-        raise MemoryError("out of memory in the final evaluation")
+    def kill(*args: object) -> dict:
+        on_disk.append(load_checkpoint(last)["iteration"] if last.is_file() else -1)
+        raise KeyboardInterrupt  # a kill: not an error any handler is meant to catch
 
-    trainer.validation.run = broken
-    with pytest.raises(MemoryError):
-        trainer.run()
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["iteration"] == 2
+    killed.validation.run = kill
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    assert on_disk == [2]
+    record = voc_training(root, tmp_path / "run", "train.resume=auto").run()
+    assert record["num_images"] == 1
+    assert load_checkpoint(last)["best_miou"] == record["mIoU"]  # best.pt's bar, for a later run
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
 
 
 # --- 2. export settings checked before anything runs ------------------------------------------

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 class Trainer:
     """Trains one model as a resolved config describes and writes everything into ``run_dir``.
 
-    ``run_dir`` receives ``checkpoints/last.pt`` (every ``train.checkpoint_every`` iterations and
-    at exit), ``checkpoints/best.pt`` (by validation mIoU), the ``train.keep_snapshots`` most
-    recent ``checkpoints/iter_NNNNNN.pt``, ``tensorboard/`` and ``train_log.jsonl``,
+    ``run_dir`` receives ``checkpoints/last.pt`` (every ``train.checkpoint_every`` iterations, on a
+    stop signal, and before and after the final evaluation), ``checkpoints/best.pt`` (by
+    validation mIoU), the ``train.keep_snapshots`` most recent ``checkpoints/iter_NNNNNN.pt``,
+    ``tensorboard/`` and ``train_log.jsonl``,
     ``metrics.json`` from the final evaluation and ``overlays/`` (image | label | prediction).
     Under torchrun only rank 0 writes; evaluation is shared between the processes.
 
@@ -198,9 +199,11 @@ class Trainer:
         """Train up to ``train.max_iters`` iterations, evaluate, and return the final metrics.
 
         On SIGINT/SIGTERM the current step is finished, ``last.pt`` saved and the returned
-        record has ``stopped`` set to the signal's name (no final evaluation). A final evaluation
-        that fails, for whatever reason, saves ``last.pt`` before the error goes on. The progress
-        bar and the logs are closed however the loop ends.
+        record has ``stopped`` set to the signal's name (no final evaluation). ``last.pt`` is
+        saved before the final evaluation, so a failure or a kill during it loses no step
+        (``train.resume=auto`` then runs the evaluation again), and after it, holding its score
+        for ``best.pt``'s comparisons. The progress bar and the logs are closed however the loop
+        ends.
         """
         with ExitStack() as cleanup:
             stop = cleanup.enter_context(StopRequest())
@@ -215,11 +218,8 @@ class Trainer:
             if not self.loop(stop, progress):
                 return self.stopped(stop.signal_name or "a stop signal in another process")
             progress.close()
-            try:
-                scores = self.validate()
-            except Exception:  # whatever ends it, keep the steps taken since the last checkpoint
-                self.save("last.pt")
-                raise
+            self.save("last.pt")
+            scores = self.validate()
         return self.finish(scores)
 
     def loop(self, stop: StopRequest, progress: tqdm) -> bool:
@@ -256,7 +256,8 @@ class Trainer:
         return True
 
     def finish(self, scores: dict[str, Any]) -> dict[str, Any]:
-        """After the last step: ``last.pt``, a snapshot, overlays and ``metrics.json``."""
+        """After the final evaluation: ``last.pt`` (with the best score so far), a snapshot,
+        overlays and ``metrics.json``."""
         last = self.save("last.pt")
         self.save_snapshot()
         self.validation.save_overlays(self.model, self.run_dir / "overlays")
