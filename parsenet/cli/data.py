@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ROOT_RELATIVE_KEYS = ("classes",)  # data keys that name a file under data.root
 
 
-def data_config(name: str, root: str | None, classes: str | None = None) -> dict[str, Any]:
+def command_data_config(name: str, root: str | None, classes: str | None = None) -> dict[str, Any]:
     """The ``data`` node of ``configs/data/<name>.yaml`` as training composes it, with the root
     (and the class file of ``folder``) replaced where given.
 
@@ -69,7 +69,7 @@ def with_root(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
     return {**cfg, **moved, "root": str(root)}
 
 
-def prepare(args: argparse.Namespace) -> None:
+def run_prepare(args: argparse.Namespace) -> None:
     """Download, check and convert one dataset under ``--root``."""
     root = Path(args.root)
     downloads = Path(args.downloads) if args.downloads else root / "downloads"
@@ -81,9 +81,9 @@ def prepare(args: argparse.Namespace) -> None:
     print(f"train on it: parsenet-train data={name} data.root={where}")
 
 
-def verify(args: argparse.Namespace) -> None:
+def run_verify(args: argparse.Namespace) -> None:
     """Check every pair; exit with status 1 when anything is wrong."""
-    cfg = data_config(args.dataset, args.root, args.classes)
+    cfg = command_data_config(args.dataset, args.root, args.classes)
     splits = args.split or list(dict.fromkeys([cfg["train_split"], cfg["val_split"]]))
     reports = verify_dataset(cfg, splits, args.workers)
     print(format_report(dataset_info(cfg), cfg["root"], reports))
@@ -91,11 +91,11 @@ def verify(args: argparse.Namespace) -> None:
         sys.exit(VERIFY_FAILED)
 
 
-def show(args: argparse.Namespace) -> None:
+def run_show(args: argparse.Namespace) -> None:
     """Write a grid of samples with their labels coloured by the dataset's palette."""
     if args.out and Path(args.out).suffix.lower() not in IMAGE_SUFFIXES:
         fail(f"--out {args.out}: write a {', '.join(IMAGE_SUFFIXES)} file")
-    cfg = data_config(args.dataset, args.root, args.classes)
+    cfg = command_data_config(args.dataset, args.root, args.classes)
     split = args.split or cfg["train_split"]
     grid = dataset_grid(build_dataset(cfg, split), args.n, args.seed, args.columns)
     out = save_png(grid, args.out or f"{args.dataset}_{split}_samples.png")
@@ -122,11 +122,11 @@ def parser() -> ArgumentParser:
     prep.add_argument(
         "--allow-partial", action="store_true", help="accept splits smaller than published"
     )
-    prep.set_defaults(run=prepare)
+    prep.set_defaults(run=run_prepare)
 
     for name, run, text in (
-        ("verify", verify, "check every image/label pair of a dataset"),
-        ("show", show, "draw samples with their labels into a PNG"),
+        ("verify", run_verify, "check every image/label pair of a dataset"),
+        ("show", run_show, "draw samples with their labels into a PNG"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("dataset", choices=DATASETS)
