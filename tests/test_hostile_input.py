@@ -7,10 +7,13 @@ import contextlib
 import dataclasses
 import re
 import struct
+import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -26,6 +29,11 @@ from PIL import Image
 from test_caffe_convert import delimited, encode_layer, encode_net, key, varint
 
 import parsenet
+from parsenet.cli.common import sweep_jobs
+from parsenet.cli.evaluate import main as evaluate_main
+from parsenet.cli.export import main as export_main
+from parsenet.cli.predict import main as predict_main
+from parsenet.cli.train import main as train_main
 from parsenet.convert import CaffeModelError, read_caffemodel
 from parsenet.data import dataset_info
 from parsenet.data.base import MAX_PIXELS_VARIABLE, read_image, read_label
@@ -363,6 +371,49 @@ def test_the_training_settings_refuse_non_finite_and_out_of_range_numbers_themse
 ):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         TrainSettings.from_config(compose_train(tmp_path, override))
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "line"),
+    [
+        (train_main, ["optim=sgd", "optim.momentum=0.9,2"], "optim.momentum=2 must be a number in"),
+        (predict_main, ["checkpoint=m.pt", "inputs=x", "alpha=0.5,1.5"], "alpha=1.5 must be"),
+        (
+            evaluate_main,
+            ["checkpoint=m.pt", "inference=slide", "inference.slide.stride=1,0"],
+            "inference.slide.stride=0 must be in",
+        ),
+        (export_main, ["checkpoint=m.pt", "min_agreement=0.99,nan"], "min_agreement=nan must be"),
+    ],
+    ids=["train", "predict", "eval", "export"],
+)
+def test_a_multirun_checks_every_job_before_the_first_starts(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: Callable[[], None],
+    overrides: list[str],
+    line: str,
+):
+    def start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a job was started")
+
+    monkeypatch.setattr(hydra, "main", start)
+    sweep = tmp_path / "sweep"
+    monkeypatch.setattr(sys, "argv", ["parsenet", "-m", *overrides, f"hydra.sweep.dir={sweep}"])
+    with pytest.raises(SystemExit) as exit_status:
+        command()
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {line}") and "\n" not in error, error
+    key, _, values = overrides[-1].partition("=")
+    assert error.endswith(f"(multirun job 2 of 2: {key}={values.split(',')[-1]})"), error
+    assert not sweep.exists()
+
+
+def test_a_sweep_the_basic_sweeper_cannot_list_is_one_line():
+    with pytest.raises(ConfigError, match=r"^optim.lr=interval\(0,1\): a multirun takes lists"):
+        sweep_jobs(["optim.lr=interval(0,1)"])
 
 
 def test_msflip_scales_must_be_finite_and_positive():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ CONFIG_DIR_FLAGS = {"--config-dir", "-cd"}
 RUN_DIR_KEY = "hydra.run.dir"
 
 Task = Callable[[dict[str, Any], Path], None]
+Check = Callable[[dict[str, Any]], object]  # a command's checks of its composed config
 
 
 def fail(message: str) -> NoReturn:
@@ -76,14 +78,43 @@ def parsed_overrides(overrides: list[str]) -> list[Any]:
     return parsed
 
 
-def first_of_each_sweep(overrides: list[str]) -> list[str]:
-    """The overrides of a multirun's first job (``model=parsenet,fcn`` → ``model=parsenet``)."""
-    return [
-        f"{override.get_key_element()}={next(override.sweep_string_iterator())}"
-        if override.is_sweep_override()
-        else override.input_line
-        for override in parsed_overrides(overrides)
-    ]
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The overrides of every job of a multirun, in Hydra's order (``model=parsenet,fcn
+    seed=0,1`` → four jobs, ``model=parsenet seed=0`` first)."""
+    return [list(job) for job in itertools.product(*map(job_values, parsed_overrides(overrides)))]
+
+
+def job_values(override: Any) -> list[str]:
+    """One override as each job of a multirun gets it (``seed=0,1`` → ``seed=0``, ``seed=1``);
+    a sweep Hydra's basic sweeper cannot list (``interval()``) is a :class:`ConfigError`."""
+    if not override.is_sweep_override():
+        return [override.input_line]
+    if not override.is_discrete_sweep():
+        raise ConfigError(
+            f"{override.input_line}: a multirun takes lists (a,b), range() and glob(); "
+            "interval() needs a sweeper plugin (e.g. Optuna), which parsenet does not install"
+        )
+    return [f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
+
+
+def check_every_job(
+    config_name: str, overrides: list[str], config_dirs: list[str], check: Check | None
+) -> None:
+    """Compose every job of a multirun and run the command's own ``check`` on it, so that a
+    value any job would refuse ends the sweep in one line before its first job starts.
+
+    Raises:
+        ConfigError: the first refused value, with the job's number and swept values.
+    """
+    jobs = sweep_jobs(overrides)
+    for number, job in enumerate(jobs, start=1):
+        try:
+            cfg = compose(config_name, job, config_dirs)
+            if check is not None:
+                check(cfg)
+        except ConfigError as error:
+            swept = " ".join(item for item in job if item not in overrides)
+            raise ConfigError(f"{error} (multirun job {number} of {len(jobs)}: {swept})") from None
 
 
 def refuse_sweeps(overrides: list[str]) -> None:
@@ -179,7 +210,7 @@ def opened(arguments: list[str], nodes: tuple[str, ...]) -> list[str]:
 
 
 def hydra_command(
-    config_name: str, open_nodes: tuple[str, ...] = ()
+    config_name: str, open_nodes: tuple[str, ...] = (), check: Check | None = None
 ) -> Callable[[Task], Callable[[], None]]:
     """Turn ``task(cfg, run_dir)`` into a console-script ``main`` driven by ``configs/<name>.yaml``.
 
@@ -188,6 +219,8 @@ def hydra_command(
     :class:`~parsenet.errors.ParsenetError` raised by the task (missing data, bad file, wrong
     checkpoint) also ends in one line with exit status 2. The task receives the resolved config as
     plain dicts and the run folder. Keys under ``open_nodes`` may be any key (see :func:`opened`).
+    ``check`` is the command's own check of its settings (ranges of numbers), which its task also
+    runs: a multirun runs it on every job before the first starts (see :func:`check_every_job`).
     """
 
     def decorate(task: Task) -> Callable[[], None]:
@@ -228,7 +261,7 @@ def hydra_command(
                 if not flags:
                     folder = prepared_run_folder(config_name, overrides, folders)
                 elif flags <= MULTIRUN_FLAGS:  # other flags (--help, --cfg job, …) go to Hydra
-                    compose(config_name, first_of_each_sweep(overrides), folders)
+                    check_every_job(config_name, overrides, folders, check)
             except ParsenetError as error:
                 fail(str(error))
             if folder is not None:  # Hydra writes into exactly the folder that was locked

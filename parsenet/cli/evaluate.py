@@ -17,11 +17,18 @@ from parsenet.evaluation import evaluate, score_predictions
 from parsenet.report import bad_samples_note, class_table
 
 
-@hydra_command("eval", open_nodes=("model", "data"))
-def main(cfg: dict[str, Any], run_dir: Path) -> None:
-    """Evaluate, then write metrics.json, confusion.npy, confusion.png and print the table."""
+def check_config(cfg: dict[str, Any]) -> InferenceMode:
+    """One of ``checkpoint`` and ``predictions`` given, and the ``inference`` node checked (a
+    :class:`ConfigError` otherwise); returns the inference mode."""
     if (cfg["checkpoint"] is None) == (cfg["predictions"] is None):
         raise ConfigError("pass checkpoint=PATH, or predictions=DIR with data=NAME (one of them)")
+    return InferenceMode.from_config(cfg["inference"])
+
+
+@hydra_command("eval", open_nodes=("model", "data"), check=check_config)
+def main(cfg: dict[str, Any], run_dir: Path) -> None:
+    """Evaluate, then write metrics.json, confusion.npy, confusion.png and print the table."""
+    mode = check_config(cfg)
     context = init_distributed(cfg["device"])
     run_dir = share_run_dir(run_dir, context)
     if cfg["checkpoint"] is not None:
@@ -29,7 +36,7 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             cfg["checkpoint"],
             cfg["data"],
             cfg["split"],
-            InferenceMode.from_config(cfg["inference"]),
+            mode,
             model=cfg["model"],
             context=context,
             progress=True,

@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from parsenet.cli.common import hydra_command
-from parsenet.export import FORMATS, export_checkpoint
+from parsenet.export import FORMATS, check_parity_settings, export_checkpoint
 
 
-@hydra_command("export")
+def check_config(cfg: dict[str, Any]) -> None:
+    """``check_sizes`` and ``min_agreement`` checked (see :func:`check_parity_settings`)."""
+    check_parity_settings(cfg["check_sizes"], cfg["min_agreement"])
+
+
+@hydra_command("export", check=check_config)
 def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Export the checkpoint's model, check it on two image sizes, keep it if it agrees."""
     fmt = cfg["format"]

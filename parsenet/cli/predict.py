@@ -20,11 +20,17 @@ from parsenet.loading import load_for_inference
 from parsenet.prediction_files import check_settings, predict_files
 
 
-@hydra_command("predict")
+def check_config(cfg: dict[str, Any]) -> InferenceMode:
+    """``batch_size``, ``alpha`` and the ``inference`` node checked (a :class:`ConfigError`
+    naming the key otherwise); returns the inference mode."""
+    check_settings(cfg["batch_size"], cfg["alpha"])
+    return InferenceMode.from_config(cfg["inference"])
+
+
+@hydra_command("predict", check=check_config)
 def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Predict every input image and write its label PNG, overlay and side-by-side picture."""
-    check_settings(cfg["batch_size"], cfg["alpha"])  # before the model is loaded
-    inference = InferenceMode.from_config(cfg["inference"])
+    inference = check_config(cfg)  # before the model is loaded
     loaded = load_for_inference(
         cfg["checkpoint"],
         cfg["device"],

@@ -13,11 +13,12 @@ from typing import Any
 from parsenet.cli.common import hydra_command, quoted, share_run_dir
 from parsenet.data import dataset_info
 from parsenet.engine.runtime.distributed import init_distributed, shutdown
+from parsenet.engine.training.settings import TrainSettings
 from parsenet.report import bad_samples_note, scores_table
 from parsenet.training import train
 
 
-@hydra_command("train")
+@hydra_command("train", check=TrainSettings.from_config)
 def main(cfg: dict[str, Any], run_dir: Path) -> None:
     """Train, evaluate on the validation split, print the per-class table."""
     context = init_distributed(cfg["device"])
