@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import struct
 import sys
@@ -42,7 +43,7 @@ from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.engine.training.faults import TrainingDiverged
 from parsenet.engine.training.settings import TrainSettings
 from parsenet.engine.training.trainer import Trainer
-from parsenet.errors import ConfigError, DataError
+from parsenet.errors import CheckpointError, ConfigError, DataError
 from parsenet.export import export_checkpoint
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm
@@ -495,3 +496,31 @@ def test_an_image_predict_does_not_take_is_one_data_error_saying_how_to_convert_
     with pytest.raises(DataError, match=re.escape(fragment)) as caught:
         parsenet.predict(loaded, image)
     assert "\n" not in str(caught.value)
+
+
+# --- the minor ones ------------------------------------------------------------------------------
+
+
+class Planted:
+    """An object whose unpickling would run a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickle_calling_a_blocked_function_is_refused_naming_it(tmp_path: Path):
+    planted = tmp_path / "planted.pt"
+    torch.save({"model": Planted(tmp_path / "ran")}, planted)
+    with pytest.raises(CheckpointError, match=r"holds a pickled (posix|nt)\.system, not") as caught:
+        load_checkpoint(planted)
+    assert "weights_only" not in str(caught.value) and not (tmp_path / "ran").exists()
+
+
+def test_a_pickle_the_safe_loader_cannot_read_is_refused_with_its_reason_only(tmp_path: Path):
+    odd = tmp_path / "odd.pt"
+    odd.write_bytes(b"\x80\x04(I1\nI2\nd.")  # a dict built by an opcode the safe loader lacks
+    with pytest.raises(CheckpointError, match=r"not a torch checkpoint: Unsupported operand 73\)$"):
+        load_checkpoint(odd)

@@ -18,6 +18,9 @@ from parsenet.fileio import atomic_write
 CHECKPOINT_FORMAT = "parsenet-checkpoint"
 REQUIRED_KEYS = ("model", "config", "dataset", "iteration")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# What torch's safe loader wraps around the unpickler's own message: left out of ours.
+TORCH_ADVICE = ("Weights only load failed.", torch.serialization.UNSAFE_MESSAGE)
+TORCH_DOCS_NOTE = "Check the documentation of torch.load"
 
 
 def package_versions() -> dict[str, str]:
@@ -42,13 +45,16 @@ def plain_text(text: str) -> str:
 
 
 def refusal_reason(error: pickle.UnpicklingError) -> str:
-    """Why torch's safe loader refused a file, in a few plain words (without its advice)."""
-    text = plain_text(str(error))
-    if found := re.search(r"Unsupported global: GLOBAL (\S+)", text):
+    """Why torch's safe loader refused a file, in a few plain words: the global it blocked
+    (``posix.system``), else the unpickler's own message, never torch's advice to load it
+    unsafely."""
+    text = plain_text(str(error)).partition(TORCH_DOCS_NOTE)[0]
+    if found := re.search(r"\bGLOBAL ([\w.]+)", text):  # allowed by no list, or a blocked module
         return f"it holds a pickled {found.group(1)}, not tensors and plain values"
-    detail = text.partition("WeightsUnpickler error:")[2] or text
-    words = (detail.strip().splitlines() or [""])[0]
-    return f"a pickle that is not a torch checkpoint: {words}".rstrip(": ")
+    detail = text.rpartition("WeightsUnpickler error:")[2]
+    for advice in TORCH_ADVICE:
+        detail = detail.replace(advice, "")
+    return f"a pickle that is not a torch checkpoint: {' '.join(detail.split())}".rstrip(": ")
 
 
 def content_reason(content: object) -> str:
