@@ -7,7 +7,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,22 +20,93 @@ from parsenet.loading import InferenceModel, predict_batch
 from parsenet.visualize import colorize, overlay, save_label_png, save_png
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# What a folder input takes (a glob takes any name). Pillow decodes GIFs (the first frame).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 OUTPUT_FOLDERS = ("labels", "overlays", "side_by_side")
+RUN_FOLDER_MARK = ".hydra"  # what every command writes into its run folder first
+SHOWN_NAMES = 3
 
 
 def find_inputs(inputs: str | Path) -> list[Path]:
-    """The files ``inputs`` names: one file, the images in a folder, or a glob's matches."""
+    """The files ``inputs`` names: one file, the images in a folder (see
+    :func:`folder_images`), or a glob's matches (see :func:`glob_matches`)."""
     path = Path(inputs).expanduser()
     if path.is_file():
         return [path]
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    found = folder_images(path) if path.is_dir() else glob_matches(path)
     if not found:
         raise DataError(f"inputs={inputs}: no image files there (a file, a folder or a glob)")
     return found
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The entries of ``folder`` named like an image (:data:`IMAGE_SUFFIXES`); its other files
+    are named in one log line."""
+    entries = sorted(folder.iterdir())
+    images = [entry for entry in entries if entry.suffix.lower() in IMAGE_SUFFIXES]
+    others = [entry.name for entry in entries if entry.is_file() and entry not in images]
+    if others:
+        log.warning(
+            "inputs=%s: left out %d file(s) not named like an image (%s): %s; pass a glob such "
+            "as '%s/*' to try them",
+            folder,
+            len(others),
+            " ".join(sorted(IMAGE_SUFFIXES)),
+            few(others),
+            folder,
+        )
+    return images
+
+
+def glob_matches(pattern: Path) -> list[Path]:
+    """The files a glob matches (see :func:`each_file_once`), without those in earlier run
+    folders below the glob's fixed part (an earlier prediction's outputs), which are named in
+    one log line."""
+    matches = each_file_once(Path(p) for p in glob.glob(str(pattern), recursive=True))
+    base = fixed_part(pattern)
+    earlier = [path for path in matches if in_run_folder(path, base)]
+    if earlier:
+        log.warning(
+            "inputs=%s: left out %d file(s) inside earlier run folders (with %s/): %s; name such "
+            "a folder in inputs= to segment its files",
+            pattern,
+            len(earlier),
+            RUN_FOLDER_MARK,
+            few([str(path) for path in earlier]),
+        )
+    return [path for path in matches if path not in earlier]
+
+
+def each_file_once(paths: Iterable[Path]) -> list[Path]:
+    """The files among ``paths``, sorted, each by the shortest of the paths that reach it (a
+    symlink loop under ``**`` reaches the same files again and again)."""
+    chosen: dict[str, Path] = {}
+    for path in sorted(paths, key=lambda path: (len(path.parts), path)):
+        if path.is_file():
+            chosen.setdefault(os.path.realpath(path), path)
+    return sorted(chosen.values())
+
+
+def fixed_part(pattern: Path) -> Path:
+    """The folder a glob starts from: its parts before the first wildcard."""
+    parts = []
+    for part in pattern.parts[:-1]:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return Path(*parts)
+
+
+def in_run_folder(path: Path, base: Path) -> bool:
+    """Whether a folder between ``base`` (excluded) and ``path`` is a run folder."""
+    below = path.parents[: len(path.parts) - len(base.parts) - 1]
+    return any((folder / RUN_FOLDER_MARK).is_dir() for folder in below)
+
+
+def few(names: Sequence[str]) -> str:
+    """The first :data:`SHOWN_NAMES` of ``names``, then how many more."""
+    more = len(names) - SHOWN_NAMES
+    return ", ".join(names[:SHOWN_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
 def common_root(paths: Sequence[Path]) -> Path:

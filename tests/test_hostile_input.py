@@ -9,9 +9,10 @@ import os
 import re
 import struct
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import hydra
@@ -47,6 +48,7 @@ from parsenet.errors import CheckpointError, ConfigError, DataError
 from parsenet.export import export_checkpoint
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm
+from parsenet.prediction_files import find_inputs, predict_files
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -524,3 +526,78 @@ def test_a_pickle_the_safe_loader_cannot_read_is_refused_with_its_reason_only(tm
     odd.write_bytes(b"\x80\x04(I1\nI2\nd.")  # a dict built by an opcode the safe loader lacks
     with pytest.raises(CheckpointError, match=r"not a torch checkpoint: Unsupported operand 73\)$"):
         load_checkpoint(odd)
+
+
+def photo(path: Path, seed: int = 0) -> Path:
+    """A small random RGB picture at ``path`` (its format from the suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_folder_input_takes_gifs_and_names_the_files_it_leaves_out(
+    loaded: parsenet.InferenceModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    photos = tmp_path / "photos"
+    photo(photos / "a.gif")
+    (photos / "notes.txt").write_text("not a picture")
+    report = predict_files(loaded, photos, tmp_path / "out")
+    assert report.written == [photos / "a.gif"]
+    assert (tmp_path / "out" / "labels" / "a.png").is_file()
+    assert f"inputs={photos}: left out 1 file(s) not named like an image" in caplog.text
+    assert ": notes.txt;" in caplog.text
+
+
+@contextlib.contextmanager
+def released_after(fifo: Path, seconds: float) -> Iterator[None]:
+    """Every reader still waiting on ``fifo`` after ``seconds`` is let go (a writer opens it and
+    leaves at once), so a read that should never start cannot hang the test."""
+    done = threading.Event()
+
+    def release() -> None:
+        done.wait(seconds)
+        while not done.is_set():
+            with contextlib.suppress(OSError):  # no reader waiting
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            done.wait(0.1)
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        done.set()
+        releaser.join()
+
+
+def test_a_fifo_named_like_an_image_is_an_unreadable_file_not_a_wait(
+    loaded: parsenet.InferenceModel, tmp_path: Path
+):
+    photos = tmp_path / "photos"
+    photo(photos / "b.png")
+    fifo = photos / "a.png"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with released_after(fifo, 5):
+        report = predict_files(loaded, photos, tmp_path / "out")
+        with pytest.raises(DataError, match="a.png: it is not a regular file"):
+            read_label(fifo)
+    assert time.monotonic() - started < 5, "the FIFO was opened and waited on"
+    assert report.skipped == [str(fifo)] and report.written == [photos / "b.png"]
+
+
+def test_a_recursive_glob_leaves_out_earlier_run_folders_and_takes_each_file_once(
+    loaded: parsenet.InferenceModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    photos = tmp_path / "photos"
+    photo(photos / "a.png")
+    (photos / "deeper").mkdir()
+    (photos / "deeper" / "loop").symlink_to(photos)  # photos/deeper/loop/deeper/loop/…
+    earlier = photos / "runs" / "first"
+    (earlier / ".hydra").mkdir(parents=True)  # as every command's run folder
+    predict_files(loaded, photos / "a.png", earlier)
+    assert find_inputs(photos / "**" / "*.png") == [photos / "a.png"]
+    assert "left out 3 file(s) inside earlier run folders (with .hydra/)" in caplog.text
+    named = find_inputs(earlier / "labels" / "*.png")  # a run folder named in inputs= itself
+    assert named == [earlier / "labels" / "a.png"]

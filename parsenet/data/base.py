@@ -48,10 +48,14 @@ def open_checked(path: Path, kind: str) -> Image.Image:
     to be within :func:`max_image_pixels`; ``kind`` (``image``, ``label``) names it in errors.
 
     Raises:
-        DataError: the file cannot be opened, is not an image Pillow can identify, or declares
-            too many pixels.
+        DataError: the file cannot be opened, is not a regular file (a FIFO or a device, whose
+            reading may never end), is not an image Pillow can identify, or declares too many
+            pixels.
     """
     limit = max_image_pixels()
+    if path.exists() and not path.is_file():
+        kind_of = "a folder" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
+        raise DataError(f"cannot read {kind} {path}: it is {kind_of}")
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses only what is over twice its bound
     try:
