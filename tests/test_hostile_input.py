@@ -583,6 +583,8 @@ def test_a_fifo_named_like_an_image_is_an_unreadable_file_not_a_wait(
         report = predict_files(loaded, photos, tmp_path / "out")
         with pytest.raises(DataError, match="a.png: it is not a regular file"):
             read_label(fifo)
+    with pytest.raises(DataError, match="photos: it is a folder"):
+        read_image(photos)
     assert time.monotonic() - started < 5, "the FIFO was opened and waited on"
     assert report.skipped == [str(fifo)] and report.written == [photos / "b.png"]
 
