@@ -35,10 +35,25 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_name(path)
     try:
-        yield temporary
-        replace_durably(temporary, path)
+        with naming_errors(path, temporary):
+            yield temporary
+            replace_durably(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def naming_errors(path: Path, *aliases: Path) -> Iterator[None]:
+    """An :class:`OSError` of the block that names no file (a full disk: torch and Pillow write
+    through handles) or one of ``aliases`` (the temporary written first) is raised again naming
+    ``path``, so that its message says where the write failed."""
+    try:
+        yield
+    except OSError as error:
+        named = error.filename is not None and str(error.filename) not in map(str, aliases)
+        if error.errno is None or named:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def replace_durably(source: Path, target: Path) -> None:
@@ -76,8 +91,9 @@ def staged_output(path: str | Path, companions: Sequence[str] = ()) -> Iterator[
     folder.mkdir()
     try:
         staged = folder / path.name
-        yield staged
-        move_into_place(staged, path, companions)
+        with naming_errors(path, staged):
+            yield staged
+            move_into_place(staged, path, companions)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import re
 import struct
@@ -42,10 +43,12 @@ from parsenet.data.base import MAX_PIXELS_VARIABLE, read_image, read_label
 from parsenet.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
 from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.engine.training.faults import TrainingDiverged
+from parsenet.engine.training.log import TrainingLog
 from parsenet.engine.training.settings import TrainSettings
 from parsenet.engine.training.trainer import Trainer
 from parsenet.errors import CheckpointError, ConfigError, DataError
 from parsenet.export import export_checkpoint
+from parsenet.fileio import atomic_write
 from parsenet.models import build_model
 from parsenet.models.pretrained import choose_input_norm
 from parsenet.prediction_files import find_inputs, predict_files
@@ -603,3 +606,33 @@ def test_a_recursive_glob_leaves_out_earlier_run_folders_and_takes_each_file_onc
     assert "left out 3 file(s) inside earlier run folders (with .hydra/)" in caplog.text
     named = find_inputs(earlier / "labels" / "*.png")  # a run folder named in inputs= itself
     assert named == [earlier / "labels" / "a.png"]
+
+
+class FullDisk:
+    """A file handle on a full disk: writing fails as torch.save and Pillow see it."""
+
+    def write(self, data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path: Path):
+    out = tmp_path / "metrics.json"
+    out.write_text("the earlier file")
+    with pytest.raises(OSError, match="No space left") as caught:
+        atomic_write(out, lambda handle: FullDisk().write(b"{}"))
+    assert caught.value.filename == str(out) and out.read_text() == "the earlier file"
+    assert sorted(tmp_path.iterdir()) == [out]
+    log = TrainingLog(tmp_path / "run")
+    log.scalars(1, {"loss": 1.0})
+    log._lines.close()
+    log._lines = FullDisk()
+    with pytest.raises(OSError, match="No space left") as caught:
+        log.scalars(2, {"loss": 0.5})
+    assert caught.value.filename == str(tmp_path / "run" / "train_log.jsonl")
+    log.close()

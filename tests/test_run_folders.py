@@ -194,8 +194,9 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_
         text=True,
         timeout=600,
     )
-    assert_one_line_error(result, "No space left on device")
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["iteration"] == 1
+    last = run / "checkpoints" / "last.pt"
+    assert_one_line_error(result, f"cannot write {last}: No space left on device")
+    assert load_checkpoint(last)["iteration"] == 1
     assert not list(run.rglob("*.tmp-*"))
 
 

@@ -10,6 +10,10 @@ from typing import Any
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
+from parsenet.fileio import naming_errors
+
+LINES_NAME = "train_log.jsonl"
+
 
 class TrainingLog:
     """TensorBoard event files in ``run_dir/tensorboard`` and one JSON object per line in
@@ -32,7 +36,7 @@ class TrainingLog:
         """The TensorBoard writer (created on first use)."""
         if self._writer is None:
             self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
-            self._lines = open(self.run_dir / "train_log.jsonl", "a")  # noqa: SIM115
+            self._lines = open(self.run_dir / LINES_NAME, "a")  # noqa: SIM115
         return self._writer
 
     def config(self, cfg: dict[str, Any]) -> None:
@@ -57,8 +61,9 @@ class TrainingLog:
 
     def _write_line(self, record: dict[str, Any]) -> None:
         self.writer  # noqa: B018 — opens both files
-        self._lines.write(json.dumps(record) + "\n")
-        self._lines.flush()
+        with naming_errors(self.run_dir / LINES_NAME):
+            self._lines.write(json.dumps(record) + "\n")
+            self._lines.flush()
 
     def close(self) -> None:
         """Flush and close both files (a later record opens them again)."""
