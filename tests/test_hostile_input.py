@@ -8,6 +8,7 @@ import dataclasses
 import errno
 import os
 import re
+import shutil
 import struct
 import sys
 import threading
@@ -636,3 +637,16 @@ def test_a_full_disk_names_the_file_being_written(tmp_path: Path):
         log.scalars(2, {"loss": 0.5})
     assert caught.value.filename == str(tmp_path / "run" / "train_log.jsonl")
     log.close()
+
+
+def test_resuming_onto_another_training_set_is_one_line_and_a_moved_copy_resumes(
+    tmp_path: Path,
+):
+    root = write_voc_tree(tmp_path / "voc", {"train": 2, "val": 1})
+    voc_training(root, tmp_path / "run").save("last.pt")
+    shutil.copytree(root, tmp_path / "moved")
+    assert voc_training(tmp_path / "moved", tmp_path / "run", "train.resume=auto").iteration == 0
+    other = write_voc_tree(tmp_path / "other", {"train": 3, "val": 1})
+    with pytest.raises(CheckpointError, match="another training set") as caught:
+        voc_training(other, tmp_path / "run", "train.resume=auto")
+    assert "(voc train, 2 images; this run: voc train, 3 images)" in str(caught.value)

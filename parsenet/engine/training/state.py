@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from parsenet.data.bad_samples import BadSampleLog
+from parsenet.data.base import SegmentationDataset
 from parsenet.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
 from parsenet.engine.runtime.distributed import DistContext, gather_objects
 from parsenet.engine.runtime.precision import Precision
@@ -50,6 +52,30 @@ def config_differences(
     ]
     more = len(changed) - SHOWN_DIFFERENCES
     return changed[:SHOWN_DIFFERENCES] + ([f"{more} more"] if more > 0 else [])
+
+
+def training_set_id(dataset: SegmentationDataset, name: str, split: str) -> dict[str, Any]:
+    """What identifies a training split in a checkpoint: its dataset ``name``, ``split``, size
+    and a digest of its sample names in order (not of their folder: a moved copy keeps it)."""
+    names = "\n".join(dataset.sample_name(index) for index in range(len(dataset)))
+    digest = hashlib.sha256(names.encode()).hexdigest()
+    return {"name": name, "split": split, "images": len(dataset), "digest": digest}
+
+
+def check_training_set(path: Path, saved: dict[str, Any] | None, current: dict[str, Any]) -> None:
+    """Raise a :class:`CheckpointError` when the checkpoint at ``path`` was trained on another
+    training split than this run's (checkpoints from before the record was kept pass)."""
+    if saved is None or saved["digest"] == current["digest"]:
+        return
+
+    def described(train_set: dict[str, Any]) -> str:
+        return f"{train_set['name']} {train_set['split']}, {train_set['images']} images"
+
+    raise CheckpointError(
+        f"checkpoint {path} was trained on another training set ({described(saved)}; this "
+        f"run: {described(current)}); resume with the data it was trained on, or start a new "
+        "run in another folder without train.resume"
+    )
 
 
 @dataclass
@@ -93,16 +119,21 @@ class TrainingState:
             "dataset": dataset,
         }
 
-    def restore(self, path: Path, context: DistContext, cfg: dict[str, Any]) -> None:
+    def restore(
+        self, path: Path, context: DistContext, cfg: dict[str, Any], train_set: dict[str, Any]
+    ) -> None:
         """Continue from a checkpoint: weights, optimiser, schedule, scaler, counters, random
         states (the data order follows from the iteration). ``cfg`` is this run's config: when
-        the checkpoint does not fit, the message names the settings that differ."""
+        the checkpoint does not fit, the message names the settings that differ; ``train_set``
+        is this run's training split (see :func:`training_set_id`), which must be the
+        checkpoint's."""
         checkpoint = load_checkpoint(path)
         if "optimizer" not in checkpoint or "rng" not in checkpoint:
             raise CheckpointError(
                 f"checkpoint {path} holds weights only (e.g. a converted Caffe model), not a "
                 "training state to resume; evaluate or predict with it, or start a new run"
             )
+        check_training_set(path, checkpoint.get("train_set"), train_set)
         try:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])

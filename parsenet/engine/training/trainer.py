@@ -26,7 +26,7 @@ from parsenet.engine.training.assembly import assemble, forward_module, training
 from parsenet.engine.training.faults import NonFiniteGuard, StopRequest, check_finite_weights
 from parsenet.engine.training.log import TrainingLog, progress_line, step_scalars
 from parsenet.engine.training.settings import TrainSettings
-from parsenet.engine.training.state import CheckpointFolder, TrainingState
+from parsenet.engine.training.state import CheckpointFolder, TrainingState, training_set_id
 from parsenet.report import metrics_record, write_json
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,11 @@ class Trainer:
         self.checkpoints = CheckpointFolder(
             self.run_dir / "checkpoints", self.settings.keep_snapshots, self.context.is_main
         )
+        data = self.cfg["data"]
+        self.train_set_id = training_set_id(self.train_set, self.info.name, data["train_split"])
         resume = self.settings.resume_path(self.run_dir)
         if resume is not None:
-            self.state.restore(resume, self.context, self.cfg)
+            self.state.restore(resume, self.context, self.cfg, self.train_set_id)
         self.forward_model = forward_module(self.model, self.settings, self.context)
 
     @property
@@ -111,7 +113,8 @@ class Trainer:
     def captured(self) -> dict[str, Any]:
         """The checkpoint content of this moment (every process calls it: states are gathered)."""
         dataset = self.info.to_dict()
-        return self.state.capture(self.samples_seen(), self.cfg, dataset, self.context)
+        state = self.state.capture(self.samples_seen(), self.cfg, dataset, self.context)
+        return {**state, "train_set": self.train_set_id}
 
     def save(self, name: str) -> Path:
         """Write ``checkpoints/<name>``; every process calls it, rank 0 writes."""
