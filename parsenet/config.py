@@ -187,9 +187,10 @@ def compose(
 
 def run_folder(
     name: str, overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()
-) -> Path:
+) -> tuple[Path, str]:
     """The run folder a command with these overrides writes into (``hydra.run.dir``, its
-    time stamp taken now), the rest of the config checked as :func:`compose` checks it.
+    time stamp taken now) and the name of the log Hydra writes there
+    (``<hydra.job.name>.log``), the rest of the config checked as :func:`compose` checks it.
 
     Raises:
         ConfigError: one line naming the key or group that is wrong.
@@ -201,10 +202,11 @@ def run_folder(
             job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
             values = OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
             folder = Path(OmegaConf.select(cfg, "hydra.run.dir", throw_on_missing=True))
+            log_name = f"{OmegaConf.select(cfg, 'hydra.job.name', throw_on_missing=True)}.log"
         except Exception as error:  # resolution errors: interpolations, missing values
             raise ConfigError(config_error_message(error)) from None
     refuse_non_finite(values)
-    return folder
+    return folder, log_name
 
 
 def instantiate(node: dict[str, Any], key: str, **kwargs: Any) -> Any:

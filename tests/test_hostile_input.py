@@ -37,6 +37,7 @@ from parsenet.cli.common import sweep_jobs
 from parsenet.cli.evaluate import main as evaluate_main
 from parsenet.cli.export import main as export_main
 from parsenet.cli.predict import main as predict_main
+from parsenet.cli.run_folder import RunFolder
 from parsenet.cli.train import main as train_main
 from parsenet.convert import CaffeModelError, read_caffemodel
 from parsenet.data import dataset_info
@@ -650,3 +651,45 @@ def test_resuming_onto_another_training_set_is_one_line_and_a_moved_copy_resumes
     with pytest.raises(CheckpointError, match="another training set") as caught:
         voc_training(other, tmp_path / "run", "train.resume=auto")
     assert "(voc train, 2 images; this run: voc train, 3 images)" in str(caught.value)
+
+
+def test_a_planted_log_link_in_a_run_folder_is_one_line_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    def start(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Hydra was started")
+
+    monkeypatch.setattr(hydra, "main", start)
+    target = tmp_path / "someone_elses.txt"
+    target.write_text("theirs")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.log").symlink_to(target)
+    monkeypatch.setattr(sys, "argv", ["parsenet-eval", "checkpoint=m.pt", f"hydra.run.dir={run}"])
+    with pytest.raises(SystemExit) as exit_status:
+        evaluate_main()
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"error: {run / 'eval.log'} is a symbolic link (to {target}), which the run would write "
+        "through; remove it or choose another folder (hydra.run.dir=PATH)"
+    )
+    assert target.read_text() == "theirs" and [p.name for p in run.iterdir()] == ["eval.log"]
+
+
+@pytest.mark.parametrize("earlier_log", ["", "an earlier run's line\n"])
+def test_a_failed_run_in_an_existing_folder_takes_back_its_log(tmp_path: Path, earlier_log: str):
+    folder = tmp_path / "my_files"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the user's")
+    if earlier_log:
+        (folder / "train.log").write_text(earlier_log)
+    before = {path.name: path.read_text() for path in folder.iterdir()}
+    run = RunFolder(folder, "train.log").open()
+    (folder / ".hydra").mkdir()  # what Hydra writes as the run starts
+    (folder / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    with open(folder / "train.log", "a") as log:
+        log.write("[INFO] the failed run's lines\n")
+    run.failed()
+    run.close()
+    assert {path.name: path.read_text() for path in folder.iterdir()} == before

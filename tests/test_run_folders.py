@@ -111,7 +111,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path: Path):
 
 
 def test_default_run_folders_of_commands_started_together_differ():
-    names = {run_folder("eval", ["checkpoint=x.pt"]) for _ in range(5)}
+    names = {run_folder("eval", ["checkpoint=x.pt"])[0] for _ in range(5)}
     assert len(names) == 5
 
 

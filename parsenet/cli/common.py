@@ -140,8 +140,8 @@ def prepared_run_folder(
     """Check the overrides, then choose, check and lock the folder this single run writes
     into (before Hydra writes its config there)."""
     refuse_sweeps(overrides)
-    path = run_folder(config_name, overrides, config_dirs)
-    return RunFolder(path, owner=os.environ.get("RANK", "0") == "0").open()
+    path, log_name = run_folder(config_name, overrides, config_dirs)
+    return RunFolder(path, log_name, owner=os.environ.get("RANK", "0") == "0").open()
 
 
 def os_error_line(error: OSError) -> str:

@@ -11,6 +11,7 @@ from parsenet.errors import ConfigError
 from parsenet.run_lock import RunFolderLock
 
 HYDRA_FILES = ".hydra"
+HYDRA_CONFIGS = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes there
 
 
 def check_writable(folder: Path) -> None:
@@ -35,44 +36,63 @@ def check_writable(folder: Path) -> None:
         )
 
 
+def refuse_links(paths: list[Path]) -> None:
+    """Raise :class:`ConfigError` when one of the ``paths`` Hydra writes is a symbolic link:
+    Hydra would write through it into its target."""
+    for path in paths:
+        if path.is_symlink():
+            raise ConfigError(
+                f"{path} is a symbolic link (to {os.readlink(path)}), which the run would write "
+                "through; remove it or choose another folder (hydra.run.dir=PATH)"
+            )
+
+
 class RunFolder:
     """A command's run folder from before Hydra writes into it until the command ends.
 
-    ``open()`` checks that it can be written, takes its lock (rank 0 only) and remembers whether
-    it existed and what its ``.hydra/`` held; ``failed()`` undoes what the failed command did:
-    a folder it created without a checkpoint in it is removed, an existing one gets its
-    ``.hydra/`` back.
+    ``open()`` checks that it can be written and that what Hydra writes there (its log and
+    ``.hydra/``) is no symbolic link, takes its lock (rank 0 only) and remembers whether it
+    existed and what its ``.hydra/`` and log held; ``failed()`` undoes what the failed command
+    did: a folder it created without a checkpoint in it is removed, an existing one gets its
+    ``.hydra/`` back and, without a checkpoint in it, its log as it was.
 
     Args:
         path: the folder.
+        log_name: the file Hydra logs to there (``<hydra.job.name>.log``).
         owner: False in processes other than rank 0 under torchrun (which neither lock nor
             clean up).
     """
 
-    def __init__(self, path: Path, owner: bool = True) -> None:
+    def __init__(self, path: Path, log_name: str, owner: bool = True) -> None:
         self.path = path
+        self.log = path / log_name
         self.lock = RunFolderLock(path) if owner else None
         self.existed = path.exists()
         self.completed = False  # set when the command's work finished
         self.hydra_files: dict[Path, bytes] = {}
+        self.log_size: int | None = None  # None: there was no log
 
     def open(self) -> RunFolder:
         """Check, lock and remember the folder (see the class)."""
         check_writable(self.path)
+        hydra = self.path / HYDRA_FILES
+        refuse_links([self.log, hydra, *(hydra / name for name in HYDRA_CONFIGS)])
         if self.lock is not None:
             self.lock.acquire()
-        hydra = self.path / HYDRA_FILES
         if hydra.is_dir():
             self.hydra_files = {
                 file: file.read_bytes() for file in hydra.iterdir() if file.is_file()
             }
+        if self.log.is_file():
+            self.log_size = self.log.stat().st_size
         return self
 
     def failed(self) -> None:
         """Leave the folder as the command found it (see the class)."""
         if self.lock is None or not self.path.is_dir():
             return
-        if not self.existed and not any(self.path.glob("checkpoints/*.pt")):
+        has_checkpoint = any(self.path.glob("checkpoints/*.pt"))
+        if not self.existed and not has_checkpoint:
             shutil.rmtree(self.path, ignore_errors=True)
             return
         hydra = self.path / HYDRA_FILES
@@ -81,6 +101,15 @@ class RunFolder:
             for file, content in self.hydra_files.items():
                 file.parent.mkdir(parents=True, exist_ok=True)
                 file.write_bytes(content)
+            if not has_checkpoint:
+                self.restore_log()
+
+    def restore_log(self) -> None:
+        """Take back what this command appended to the log (the whole log if it made it)."""
+        if self.log_size is None:
+            self.log.unlink(missing_ok=True)
+        elif self.log.is_file():
+            os.truncate(self.log, self.log_size)
 
     def close(self) -> None:
         """Release the lock."""
