@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -33,7 +34,7 @@ from PIL import Image
 from test_caffe_convert import delimited, encode_layer, encode_net, key, varint
 
 import parsenet
-from parsenet.cli.common import sweep_jobs
+from parsenet.cli.common import parsed_overrides, sweep_jobs, typed_quoted
 from parsenet.cli.evaluate import main as evaluate_main
 from parsenet.cli.export import main as export_main
 from parsenet.cli.predict import main as predict_main
@@ -693,3 +694,18 @@ def test_a_failed_run_in_an_existing_folder_takes_back_its_log(tmp_path: Path, e
     run.failed()
     run.close()
     assert {path.name: path.read_text() for path in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["/data/it's (1)", "/My Data (copy)", 'say "hi" $HOME `x` !', "C:\\dir (x)\\", "a\\'b (2)"],
+    ids=["apostrophe", "parentheses", "shell_characters", "backslashes", "escaped_quote"],
+)
+def test_the_quoting_advice_typed_in_a_shell_gives_hydra_the_value(value: str):
+    override = f"data.root={value}"
+    with pytest.raises(ConfigError, match="^cannot read the override") as caught:
+        parsed_overrides([override])
+    advice = typed_quoted(override)
+    assert f"type it as {advice} (" in str(caught.value)
+    shell = subprocess.run(["sh", "-c", f"printf %s {advice}"], capture_output=True, text=True)
+    assert parsed_overrides([shell.stdout])[0].value() == value

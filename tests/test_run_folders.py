@@ -140,8 +140,8 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path: Path):
         ("seed=abc", "seed='abc' must be a whole number"),
         ("data.augment.crop_size=0", "data.augment.crop_size=0 must be a whole number ≥ 1"),
         ("data.augment.scale_range=[0.5]", "data.augment.scale_range=[0.5] must be two numbers"),
-        ("data.root=/a,b", "quote it (data.root='/a,b')"),
-        ("data.root=/My Data (copy)", "quote the value (data.root='/My Data (copy)')"),
+        ("data.root=/a,b", "type \"data.root='/a,b'\", or add -m"),
+        ("data.root=/My Data (copy)", "type it as \"data.root='/My Data (copy)'\""),
     ],
 )
 def test_values_a_user_types_are_checked_before_anything_is_written(

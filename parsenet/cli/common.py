@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -28,6 +29,8 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 CONFIG_DIR_FLAGS = {"--config-dir", "-cd"}
 RUN_DIR_KEY = "hydra.run.dir"
+# What a shell changes inside double quotes: expansions, history, and these escapes.
+CHANGED_IN_DOUBLE_QUOTES = re.compile(r'["$`!]|\\[$`"\\\n]|\\$')
 
 Task = Callable[[dict[str, Any], Path], None]
 Check = Callable[[dict[str, Any]], object]  # a command's checks of its composed config
@@ -70,10 +73,9 @@ def parsed_overrides(overrides: list[str]) -> list[Any]:
         try:
             parsed += parser.parse_overrides([override])
         except OverrideParseException:
-            key, _, value = override.partition("=")
             raise ConfigError(
-                f"cannot read the override {override}: quote the value ({key}='{value}'), "
-                "since Hydra reads characters such as ( ) , [ ] { } in it"
+                f"cannot read the override {override}: type it as {typed_quoted(override)} "
+                "(Hydra reads characters such as ( ) , [ ] { } ' in a value)"
             ) from None
     return parsed
 
@@ -122,16 +124,36 @@ def refuse_sweeps(overrides: list[str]) -> None:
     says how to pass the comma as part of the value."""
     for override in parsed_overrides(overrides):
         if override.is_sweep_override():
-            key, _, value = override.input_line.partition("=")
             raise ConfigError(
                 f"{override.input_line}: a comma separates runs of a sweep; to keep it in the "
-                f"value quote it ({key}='{value}'), or add -m to run each value"
+                f"value type {typed_quoted(override.input_line)}, or add -m to run each value"
             )
 
 
 def quoted(value: str) -> str:
-    """``value`` as a single-quoted Hydra override value (any character allowed)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """``value`` as a single-quoted Hydra override value (any character allowed): a quote is
+    escaped, and so is each backslash before a quote or at the end (Hydra reads other
+    backslashes as they are)."""
+    return "'" + re.sub(r"(\\*)('|$)", lambda found: escaped_run(*found.groups()), value) + "'"
+
+
+def escaped_run(backslashes: str, quote: str) -> str:
+    """A run of backslashes before a quote (or the end of a quoted value), as Hydra reads it
+    back: each backslash doubled, the quote escaped."""
+    return backslashes * 2 + ("\\" + quote if quote else "")
+
+
+def typed_quoted(override: str) -> str:
+    """``key=value`` as the user types it so that Hydra reads ``value`` as it is: the value
+    quoted for Hydra (:func:`quoted`), the whole one shell word (see :func:`shell_word`)."""
+    key, _, value = override.partition("=")
+    return shell_word(f"{key}={quoted(value)}")
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one POSIX shell word: in double quotes where they keep it as it is (easier to
+    read: ``"data.root='/My Data (copy)'"``), else as :func:`shlex.quote` writes it."""
+    return shlex.quote(text) if CHANGED_IN_DOUBLE_QUOTES.search(text) else f'"{text}"'
 
 
 def prepared_run_folder(
