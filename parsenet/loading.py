@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from parsenet.models.pretrained import choose_input_norm
 from parsenet.onnx_backend import OnnxRuntimeModel, cached_onnx_export
 
 BACKENDS = ("torch", "onnxruntime")
+ValueRange = tuple[float, float]  # what the pixel values of a non-uint8 image span
 
 
 def lay_over(
@@ -204,42 +207,71 @@ def layout_problem(shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def as_rgb_uint8(image: Any) -> np.ndarray:
+def as_rgb_uint8(image: Any, value_range: ValueRange | None = None) -> np.ndarray:
     """``image`` as the H×W×3 RGB uint8 array the model takes (see :func:`predict` for what is
-    accepted and how a float image is converted).
+    accepted and how ``value_range`` converts other dtypes).
 
     Raises:
-        DataError: one line naming the shape or dtype given, what is expected and how to
-            convert it.
+        DataError: one line naming the shape, dtype or values given, what is expected and how
+            to convert it.
+        ConfigError: ``value_range`` is not two finite numbers, low below high.
     """
     array = np.asarray(image)
     shape = "×".join(map(str, array.shape)) or "scalar"
     problem = layout_problem(array.shape)
     if problem is not None:
         raise DataError(f"predict takes an H×W×3 RGB image; this one ({shape}) is {problem}")
-    if array.dtype == np.uint8:
+    if value_range is None and array.dtype == np.uint8:
         return array
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise DataError(
-                f"a {array.dtype} image must hold values in [0, 1], not NaN, infinity or values "
-                "outside; for 0–255 values pass image.round().astype(np.uint8)"
-            )
-        return np.rint(array * 255).astype(np.uint8)
-    raise DataError(
-        f"image dtype {array.dtype} is not taken: pass uint8 RGB (a 16-bit image: "
-        "(image / 257).round().astype(np.uint8)) or floats in [0, 1]"
-    )
+    if not np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.floating):
+        raise DataError(
+            f"image dtype {array.dtype} is not taken: pass uint8 RGB, or integers or floats with "
+            "value_range=(low, high)"
+        )
+    if value_range is None:
+        raise DataError(
+            f"a {array.dtype} image needs its range: pass value_range=(0, 1) for floats in "
+            "[0, 1] (scikit-image, torchvision), (0, 255) for 0–255 values, (0, 65535) for "
+            "16 bits, or a uint8 image"
+        )
+    low, high = checked_range(value_range)
+    values = array.astype(np.float64)
+    finite = bool(np.isfinite(values).all())
+    if not finite or values.min() < low or values.max() > high:
+        held = f"{values.min():g}…{values.max():g}" if finite else "NaN or infinity"
+        raise DataError(
+            f"a {array.dtype} image with value_range=({low:g}, {high:g}) must hold finite values "
+            f"in that range; this one holds {held}"
+        )
+    return np.rint((values - low) * (255 / (high - low))).astype(np.uint8)
+
+
+def checked_range(value_range: Any) -> tuple[float, float]:
+    """``value_range`` as (low, high) once it is two finite numbers with low below high."""
+    pair = tuple(value_range) if isinstance(value_range, list | tuple) else ()
+    if len(pair) != 2 or not all(map(is_finite_real, pair)) or not pair[0] < pair[1]:
+        raise ConfigError(
+            f"value_range={value_range!r} must be two finite numbers, low below high, e.g. (0, 1)"
+        )
+    return float(pair[0]), float(pair[1])
+
+
+def is_finite_real(value: Any) -> bool:
+    """True for a finite real number (a NumPy scalar too), not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @torch.inference_mode()
 def predict_batch(
-    loaded: InferenceModel, images: Sequence[np.ndarray], mode: InferenceMode = WHOLE_IMAGE
+    loaded: InferenceModel,
+    images: Sequence[np.ndarray],
+    mode: InferenceMode = WHOLE_IMAGE,
+    value_range: ValueRange | None = None,
 ) -> np.ndarray:
     """Label maps (N×H×W class indices, uint8 up to 256 classes) for RGB images of one size
-    H×W×3 (each as :func:`predict` takes it), each segmented at its own size (never resized or
-    padded, which would change the context)."""
-    images = [as_rgb_uint8(image) for image in images]
+    H×W×3 (each as :func:`predict` takes it, ``value_range`` too), each segmented at its own
+    size (never resized or padded, which would change the context)."""
+    images = [as_rgb_uint8(image, value_range) for image in images]
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
         raise DataError(f"images of one batch must have one size, got shapes {sorted(shapes)}")
@@ -250,19 +282,24 @@ def predict_batch(
 
 
 def predict(
-    loaded: InferenceModel, image: np.ndarray, mode: InferenceMode = WHOLE_IMAGE
+    loaded: InferenceModel,
+    image: np.ndarray,
+    mode: InferenceMode = WHOLE_IMAGE,
+    value_range: ValueRange | None = None,
 ) -> np.ndarray:
     """The label map (H×W class indices, see :func:`predict_batch`) of one RGB image of any
     size.
 
-    The image is an H×W×3 array in RGB order: uint8 (what image files decode to), or float in
-    [0, 1] (what scikit-image and torchvision give), converted as ``round(255 · value)`` so a
-    uint8 image divided by 255 gives exactly the uint8 result. Anything else is a
-    :class:`~parsenet.errors.DataError` saying how to convert it: other dtypes (uint16: divide
-    by 257 and round), floats outside [0, 1] or NaN, greyscale (H×W), RGBA, channels-first
-    (3×H×W) and empty arrays.
+    The image is an H×W×3 array in RGB order, uint8 (what image files decode to). Another
+    dtype is taken only with ``value_range=(low, high)``, the values its pixels span, mapped
+    onto 0–255 as ``round(255 · (value − low) / (high − low))``: ``(0, 1)`` for floats in
+    [0, 1] (scikit-image, torchvision; a uint8 image divided by 255 gives exactly the uint8
+    result), ``(0, 255)`` for 0–255 floats, ``(0, 65535)`` for 16 bits. Anything else is a
+    :class:`~parsenet.errors.DataError` saying how to convert it: another dtype without
+    ``value_range``, values outside it or NaN, greyscale (H×W), RGBA, channels-first (3×H×W)
+    and empty arrays.
 
     ``mode`` is whole-image inference by default; ``InferenceMode("slide", crop, stride)`` or
     ``InferenceMode("msflip", scales=…, flip=…)`` as in ``parsenet-eval``.
     """
-    return predict_batch(loaded, [image], mode)[0]
+    return predict_batch(loaded, [image], mode, value_range)[0]

@@ -462,7 +462,7 @@ def loaded(checkpoint: Path) -> parsenet.InferenceModel:
     return parsenet.load_for_inference(checkpoint, "cpu", channels_last=False)
 
 
-def test_a_float_image_in_zero_to_one_reaches_the_model_as_its_uint8_image(
+def test_another_dtype_with_its_value_range_reaches_the_model_as_its_uint8_image(
     loaded: parsenet.InferenceModel,
 ):
     inputs: list[torch.Tensor] = []  # what the network is given
@@ -474,36 +474,52 @@ def test_a_float_image_in_zero_to_one_reaches_the_model_as_its_uint8_image(
     spied = dataclasses.replace(loaded, model=network)
     image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
     expected = parsenet.predict(spied, image)
-    for dtype in (np.float32, np.float64):
-        np.testing.assert_array_equal(
-            parsenet.predict(spied, (image / 255).astype(dtype)), expected
-        )
+    for given, value_range in [
+        ((image / 255).astype(np.float32), (0, 1)),  # scikit-image, torchvision
+        (image / 255, [0.0, 1.0]),
+        (image.astype(np.float32), (0, 255)),
+        (image.astype(np.uint16) * 257, (0, np.uint16(65535))),  # 16 bits
+        (image.astype(np.float64) - 128, (-128, 127)),
+    ]:
+        labels = parsenet.predict(spied, given, value_range=value_range)
+        np.testing.assert_array_equal(labels, expected)
     assert all(torch.equal(given, inputs[0]) for given in inputs[1:])
 
 
 RGB = np.zeros((24, 32, 3), np.uint8)
+NEEDS_RANGE = "image needs its range: pass value_range=(0, 1) for floats in [0, 1]"
 
 
 @pytest.mark.parametrize(
-    ("image", "fragment"),
+    ("image", "value_range", "fragment"),
     [
-        (RGB.astype(np.uint16) * 257, "dtype uint16 is not taken: pass uint8 RGB (a 16-bit image"),
-        (np.full((24, 32, 3), np.nan, np.float32), "float32 image must hold values in [0, 1]"),
-        (RGB.astype(np.float32) + 255, "for 0–255 values pass image.round().astype(np.uint8)"),
-        (RGB[..., 0], "(24×32) is greyscale; repeat it into RGB"),
-        (RGB[..., :1], "(24×32×1) is greyscale"),
-        (np.zeros((24, 32, 4), np.uint8), "(24×32×4) is RGBA; drop the alpha channel"),
-        (RGB.transpose(2, 0, 1), "(3×24×32) is channels-first (C×H×W); move the channels last"),
-        (np.zeros((0, 0, 3), np.uint8), "(0×0×3) is empty"),
+        ((RGB / 255).astype(np.float32), None, f"a float32 {NEEDS_RANGE}"),
+        (RGB.astype(np.uint16), None, f"a uint16 {NEEDS_RANGE}"),
+        (RGB + 1.5, (0, 1), "in that range; this one holds 1.5…1.5"),
+        (np.full((24, 32, 3), np.nan, np.float32), (0, 1), "this one holds NaN or infinity"),
+        (RGB.astype(bool), (0, 1), "image dtype bool is not taken: pass uint8 RGB, or integers"),
+        (RGB[..., 0], None, "(24×32) is greyscale; repeat it into RGB"),
+        (RGB[..., :1], None, "(24×32×1) is greyscale"),
+        (np.zeros((24, 32, 4), np.uint8), None, "(24×32×4) is RGBA; drop the alpha channel"),
+        (RGB.transpose(2, 0, 1), None, "(3×24×32) is channels-first (C×H×W); move the channels"),
+        (np.zeros((0, 0, 3), np.uint8), None, "(0×0×3) is empty"),
     ],
-    ids=["uint16", "all_nan", "float_0_255", "grey", "grey_1", "rgba", "chw", "empty"],
+    ids=["float", "uint16", "outside", "all_nan", "bool", "grey", "grey_1", "rgba", "chw", "empty"],
 )
 def test_an_image_predict_does_not_take_is_one_data_error_saying_how_to_convert_it(
-    loaded: parsenet.InferenceModel, image: np.ndarray, fragment: str
+    loaded: parsenet.InferenceModel, image: np.ndarray, value_range: object, fragment: str
 ):
     with pytest.raises(DataError, match=re.escape(fragment)) as caught:
-        parsenet.predict(loaded, image)
+        parsenet.predict(loaded, image, value_range=value_range)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value_range", [(1, 0), (0, float("inf")), (0,), "0-1", (False, True)])
+def test_a_value_range_that_is_not_two_increasing_numbers_is_one_config_error(
+    loaded: parsenet.InferenceModel, value_range: object
+):
+    with pytest.raises(ConfigError, match="must be two finite numbers, low below high"):
+        parsenet.predict(loaded, RGB.astype(np.float32), value_range=value_range)
 
 
 # --- the minor ones ------------------------------------------------------------------------------
