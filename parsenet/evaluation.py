@@ -1,5 +1,6 @@
 """Scoring a checkpoint, or a folder of saved predictions, on a dataset split:
-:func:`evaluate`, :func:`score_predictions` and their :class:`EvaluationResult`."""
+:func:`evaluate`, :func:`score_predictions` and their :class:`EvaluationResult` (metrics.json,
+confusion.npy/png, per_image.csv, report.html)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ from parsenet.engine.scoring.split import (
 )
 from parsenet.errors import ConfigError
 from parsenet.fileio import atomic_write
+from parsenet.html.evaluation_report import write_evaluation_report
+from parsenet.image_scores import WORST_IMAGES, ImageScores, write_per_image_csv
 from parsenet.loading import load_for_inference
 from parsenet.metrics import SplitScores
+from parsenet.provenance import code_commit
 from parsenet.report import metrics_record, write_json
 from parsenet.visualize import confusion_image, save_png
 
@@ -51,6 +55,11 @@ class EvaluationResult:
         bad_samples: skipped pairs under ``data.on_bad_sample=skip`` (None otherwise).
         layout: the memory layout the model ran in and how it was chosen
             (``LayoutChoice.record``; None for saved predictions).
+        palette, ignore_index: the classes' colours and the ignore label (for the report).
+        images: the per-image records and the worst images (:class:`ImageScores`; None: not
+            kept).
+        seed: the training seed of the checkpoint (None: not known).
+        commit: the git commit of the code that scored it (None outside a git checkout).
     """
 
     scores: dict[str, Any]
@@ -64,6 +73,11 @@ class EvaluationResult:
     model: str
     bad_samples: dict[str, Any] | None = field(default=None)
     layout: dict[str, Any] | None = field(default=None)
+    palette: list[list[int]] = field(default_factory=list)
+    ignore_index: int = 255
+    images: ImageScores | None = field(default=None, repr=False)
+    seed: int | None = field(default=None)
+    commit: str | None = field(default_factory=code_commit)
 
     @property
     def miou(self) -> float:
@@ -87,25 +101,34 @@ class EvaluationResult:
             record["layout"] = self.layout
         return record
 
-    def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``metrics.json``, ``confusion.npy`` and ``confusion.png`` into ``folder``
-        (each atomically); returns their paths by name."""
+    def write(self, folder: str | Path, report: bool = True) -> dict[str, Path]:
+        """Write ``metrics.json``, ``confusion.npy``, ``confusion.png``, ``per_image.csv`` (when
+        per-image records were kept) and, unless ``report`` is False, ``report.html`` into
+        ``folder`` (each atomically); returns their paths by name (``metrics``, ``confusion``,
+        ``picture``, ``per_image``, ``report``)."""
         folder = Path(folder)
         matrix = self.confusion
-        return {
+        written = {
             "metrics": write_json(folder / "metrics.json", self.record()),
             "confusion": atomic_write(folder / "confusion.npy", lambda out: np.save(out, matrix)),
             "picture": save_png(
                 confusion_image(matrix, self.class_names), folder / "confusion.png"
             ),
         }
+        if self.images is not None:
+            written["per_image"] = write_per_image_csv(
+                folder / "per_image.csv", self.images.records, self.class_names
+            )
+        if report:
+            written["report"] = write_evaluation_report(folder / "report.html", self)
+        return written
 
 
 def result_of(
     counts: SplitScores, data_cfg: Mapping[str, Any], split: str, **about: Any
 ) -> EvaluationResult:
-    """An :class:`EvaluationResult` from a split's summed counts (confusion matrix and context
-    statistics)."""
+    """An :class:`EvaluationResult` from a split's summed counts (confusion matrix, boundary
+    IoU, context statistics, per-image records)."""
     info = dataset_info(data_cfg)
     return EvaluationResult(
         scores=counts.compute(info.class_names),
@@ -113,6 +136,9 @@ def result_of(
         class_names=list(info.class_names),
         dataset=info.name,
         split=split,
+        palette=[list(colour) for colour in info.palette[: info.num_classes]],
+        ignore_index=info.ignore_index,
+        images=counts.images,
         **about,
     )
 
@@ -127,6 +153,7 @@ def evaluate(
     context: DistContext | None = None,
     progress: bool = False,
     channels_last: bool | str = "auto",
+    report_worst: int = WORST_IMAGES,
 ) -> EvaluationResult:
     """Score a checkpoint on a split, at each label's own resolution.
 
@@ -143,6 +170,8 @@ def evaluate(
         progress: show a progress bar.
         channels_last: the memory layout, as :func:`~parsenet.loading.load_for_inference` takes it
             (``auto``: the faster one here).
+        report_worst: how many of the worst images (by per-image mIoU) the result keeps with
+            their pictures for ``report.html``.
 
     Raises:
         DataError: no image of the split could be scored (all skipped as unreadable under
@@ -174,6 +203,7 @@ def evaluate(
         context=context,
         inference=mode,
         bad_samples=bad_samples,
+        keep=report_worst,
     )
     skipped = None
     if data_cfg.get("on_bad_sample") == "skip":
@@ -190,6 +220,7 @@ def evaluate(
         model=loaded.model_config["name"],
         bad_samples=skipped,
         layout=loaded.layout.record(),
+        seed=loaded.config.get("seed"),
     )
 
 
@@ -199,9 +230,11 @@ def score_predictions(
     split: str | None = None,
     context: DistContext | None = None,
     progress: bool = False,
+    report_worst: int = WORST_IMAGES,
 ) -> EvaluationResult:
     """Score ``predictions/<id>.png`` (class indices at each label's size) against a split of
-    ``data`` (a whole data config, ``name`` set), as the VOC devkit does.
+    ``data`` (a whole data config, ``name`` set), as the VOC devkit does; ``report_worst`` as
+    :func:`evaluate` takes it.
 
     Raises:
         ConfigError: ``data`` does not name a dataset.
@@ -215,7 +248,7 @@ def score_predictions(
     require_scored_images(split, len(dataset), 0)
     share = shard_indices(len(dataset), context)
     confusion = score_prediction_folder(
-        dataset, predictions, share, context, progress=progress and context.is_main
+        dataset, predictions, share, context, progress and context.is_main, report_worst
     )
     return result_of(
         confusion,

@@ -1,13 +1,23 @@
-"""Segmentation metrics of a whole split: one int64 confusion matrix (pixel accuracy, IoU, …)
-and, from the same predictions, per-image statistics of what context is for (which classes an
-image holds): :class:`ContextStatistics`. :class:`SplitScores` keeps both."""
+"""Segmentation metrics of a whole split: one int64 confusion matrix (pixel accuracy, IoU, …),
+the boundary IoU of the same predictions (:class:`BoundaryIoU`), per-image statistics of what
+context is for (which classes an image holds): :class:`ContextStatistics`, and per-image
+records with the worst images (:class:`~parsenet.image_scores.ImageScores`).
+:class:`SplitScores` keeps them all."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from parsenet.image_scores import WORST_IMAGES, ImageScores
+
+# Boundary IoU (Cheng et al., CVPR 2021): the band around each contour is this fraction of the
+# image diagonal wide, rounded, at least 1 pixel (the paper's 2 %: 12 pixels on a 500×375 image).
+BOUNDARY_DILATION_RATIO = 0.02
 
 
 class ConfusionMatrix:
@@ -95,28 +105,137 @@ class ContextStatistics:
         }
 
 
-class SplitScores:
-    """What evaluating a split accumulates: the :class:`ConfusionMatrix` and the
-    :class:`ContextStatistics` of the same predictions."""
+def boundary_width(height: int, width: int, ratio: float = BOUNDARY_DILATION_RATIO) -> int:
+    """The band's width d in pixels for an image: ``round(ratio · diagonal)``, at least 1."""
+    return max(1, round(ratio * math.hypot(height, width)))
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+
+def contour_band(maps: torch.Tensor, width: int) -> torch.Tensor:
+    """N×H×W booleans: the pixels of N×H×W class maps within ``width`` pixels (a
+    (2·width+1)² square) of a pixel of another value or of the image's edge.
+
+    For a class c, ``band & (maps == c)`` is the paper's G_d ∩ G: the mask's pixels that an
+    erosion by d removes, the edge of the image counting as a contour (as the paper's code pads
+    the mask with one row of background). One max and one min filter serve every class: a pixel
+    of class c sees another value in its square exactly when the square's max and min differ.
+    """
+    size = 2 * width + 1
+    padded = F.pad(maps.to(torch.int16), (width,) * 4, value=-1)  # -1: the edge, no class
+    high = sliding(sliding(padded, size, -1, torch.maximum), size, -2, torch.maximum)
+    low = sliding(sliding(padded, size, -1, torch.minimum), size, -2, torch.minimum)
+    return high != low
+
+
+def sliding(values: torch.Tensor, size: int, dim: int, pick: Callable) -> torch.Tensor:
+    """``pick`` (``torch.maximum`` or ``torch.minimum``) over every window of ``size`` along
+    ``dim`` (no padding: ``size − 1`` shorter), by doubling spans: about log₂(size) elementwise
+    passes instead of ``size`` (a 25-pixel window in 5; 35× faster than ``max_pool2d`` on a
+    500×375 map)."""
+    span = 1
+    while span * 2 <= size:
+        length = values.shape[dim] - span
+        values = pick(values.narrow(dim, 0, length), values.narrow(dim, span, length))
+        span *= 2
+    rest = size - span  # windows of span, overlapped to cover size (a repeat changes no max)
+    if rest:
+        length = values.shape[dim] - rest
+        values = pick(values.narrow(dim, 0, length), values.narrow(dim, rest, length))
+    return values
+
+
+class BoundaryIoU:
+    """Boundary IoU per class (Cheng et al., "Boundary IoU", CVPR 2021), over a split.
+
+    Per image, d = :func:`boundary_width` (``ratio`` of its diagonal); for each class c the
+    label's band G_d ∩ G and the prediction's band P_d ∩ P (see :func:`contour_band`) are
+    intersected and united, over labelled pixels only: a pixel whose label is the ignore index
+    is counted in neither (an ignored pixel still marks a contour of the classes beside it).
+    The intersection and union pixel counts are summed over the images (and processes) and
+    divided at the end, the paper's dataset-level definition. Two int64 rows of K counts.
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, ratio: float = BOUNDARY_DILATION_RATIO
+    ) -> None:
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.ratio = ratio
+        self.counts = torch.zeros(2, num_classes, dtype=torch.int64)  # intersection, union
+
+    def update(self, prediction: torch.Tensor, label: torch.Tensor) -> None:
+        """Add one image (H×W) or a batch of images of one size (N×H×W)."""
+        if prediction.shape != label.shape:
+            raise ValueError(f"prediction {tuple(prediction.shape)} vs label {tuple(label.shape)}")
+        n, (height, width) = self.num_classes, label.shape[-2:]
+        label = label.reshape(-1, height, width).to(torch.int64)
+        prediction = prediction.reshape(-1, height, width).to(torch.int64)
+        d = boundary_width(height, width, self.ratio)
+        valid = (label >= 0) & (label < n)
+        outside = torch.tensor(n, device=label.device)  # the bin of pixels in no class's band
+        truth = torch.where(contour_band(label, d) & valid, label, outside)
+        guess = torch.where(contour_band(prediction, d) & valid, prediction, outside)
+        guess = torch.where((guess >= 0) & (guess < n), guess, outside)
+        truth_count = torch.bincount(truth.flatten(), minlength=n + 1)[:n]
+        guess_count = torch.bincount(guess.flatten(), minlength=n + 1)[:n]
+        both = torch.bincount(truth[truth == guess].flatten(), minlength=n + 1)[:n]
+        counts = torch.stack([both, truth_count + guess_count - both])
+        self.counts = self.counts.to(counts.device) + counts
+
+    def compute(self, class_names: Sequence[str] | None = None) -> dict:
+        """``boundary_iou`` (the mean over classes with a band pixel in labels or predictions;
+        0.0 when none has) and ``per_class_boundary_iou`` (class name → value, None for a class
+        with no band pixel, left out of the mean as in :func:`scores_from_confusion`)."""
+        intersection, union = self.counts.cpu().numpy().astype(np.float64)
+        names = class_names if class_names is not None else [str(i) for i in range(len(union))]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(union > 0, intersection / union, np.nan)
+        return {
+            "boundary_iou": _nanmean(iou),
+            "per_class_boundary_iou": {
+                name: _optional(value) for name, value in zip(names, iou, strict=True)
+            },
+        }
+
+
+class SplitScores:
+    """What evaluating a split accumulates: the :class:`ConfusionMatrix`, the
+    :class:`BoundaryIoU` and the :class:`ContextStatistics` of the same predictions, and the
+    per-image records with the ``keep`` worst images (:class:`ImageScores`)."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, keep: int = WORST_IMAGES) -> None:
         self.confusion = ConfusionMatrix(num_classes, ignore_index)
+        self.boundary = BoundaryIoU(num_classes, ignore_index)
         self.context = ContextStatistics(num_classes, ignore_index)
+        self.images = ImageScores(num_classes, ignore_index, keep)
 
     @property
     def matrix(self) -> torch.Tensor:
         """The confusion matrix (rows: label, columns: prediction)."""
         return self.confusion.matrix
 
-    def update(self, prediction: torch.Tensor, label: torch.Tensor) -> None:
-        """Add one image (H×W) or a batch (N×H×W) of predicted class indices and labels."""
+    def update(
+        self,
+        prediction: torch.Tensor,
+        label: torch.Tensor,
+        names: Sequence[str] | None = None,
+        indices: Sequence[int] | None = None,
+    ) -> None:
+        """Add one image (H×W) or a batch (N×H×W) of predicted class indices and labels;
+        ``names`` and ``indices`` (in the split) identify the images in the per-image records
+        (default: their order of arrival)."""
         self.confusion.update(prediction, label)
+        self.boundary.update(prediction, label)
         self.context.update(prediction, label)
+        self.images.update(prediction, label, names, indices)
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict:
-        """:func:`scores_from_confusion` of the matrix plus ``out_of_context`` and
-        ``class_set_accuracy``."""
-        return {**self.confusion.compute(class_names), **self.context.compute()}
+        """:func:`scores_from_confusion` of the matrix plus ``boundary_iou``,
+        ``per_class_boundary_iou``, ``out_of_context`` and ``class_set_accuracy``."""
+        return {
+            **self.confusion.compute(class_names),
+            **self.boundary.compute(class_names),
+            **self.context.compute(),
+        }
 
 
 def scores_from_confusion(matrix: np.ndarray, class_names: Sequence[str] | None = None) -> dict:

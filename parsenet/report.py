@@ -14,6 +14,7 @@ SUMMARY_KEYS = (
     ("pixel_acc", "pixel acc"),
     ("mean_acc", "mean acc"),
     ("fwIoU", "fwIoU"),
+    ("boundary_iou", "boundary IoU"),  # Cheng et al. 2021: IoU within the contours' band
     # Per image, from the same predictions: what global context is for (lower / higher is better).
     ("out_of_context", "out of context"),
     ("class_set_accuracy", "class-set acc"),
@@ -57,13 +58,16 @@ def scores_table(columns: Mapping[str, Mapping[str, Any]], class_names: Sequence
 
 
 def class_table(scores: Mapping[str, Any], class_names: Sequence[str]) -> str:
-    """IoU and accuracy (in %) of every class, then the summary scores, for one result."""
+    """IoU, accuracy and boundary IoU (bIoU, in %) of every class, then the summary scores, for
+    one result (bIoU n/a in an older ``metrics.json`` without it)."""
     width = max(LABEL_WIDTH, *(len(name) for name in [*class_names, "class"]))
-    lines = [f"{'class'.ljust(width)}     IoU     acc", "-" * (width + 16)]
+    lines = [f"{'class'.ljust(width)}     IoU     acc    bIoU", "-" * (width + 24)]
+    boundary = scores.get("per_class_boundary_iou", {})
     for name in class_names:
         iou, accuracy = scores["per_class_iou"].get(name), scores["per_class_acc"].get(name)
-        lines.append(f"{name.ljust(width)}  {_percent(iou)}  {_percent(accuracy)}")
-    lines.append("-" * (width + 16))
+        cells = [_percent(value) for value in (iou, accuracy, boundary.get(name))]
+        lines.append(f"{name.ljust(width)}  {'  '.join(cells)}")
+    lines.append("-" * (width + 24))
     lines += [f"{label.ljust(width)}  {_percent(scores.get(key))}" for key, label in SUMMARY_KEYS]
     return "\n".join(lines)
 
@@ -90,7 +94,8 @@ def metrics_record(
     a folder of saved predictions); ``inference`` holds its settings.
 
     ``per_class_iou`` maps class name → IoU, or ``null`` for a class absent from both labels
-    and predictions (left out of the means). ``out_of_context`` and ``class_set_accuracy`` are
+    and predictions (left out of the means); ``boundary_iou`` and ``per_class_boundary_iou``
+    likewise for :class:`parsenet.metrics.BoundaryIoU`. ``out_of_context`` and ``class_set_accuracy`` are
     the per-image context statistics of :class:`parsenet.metrics.ContextStatistics`.
     """
     return {

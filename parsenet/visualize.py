@@ -49,6 +49,23 @@ def comparison_panel(
     return np.concatenate([image, gap, truth, gap, predicted], axis=1)
 
 
+def error_map(
+    label: np.ndarray,
+    prediction: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    ignore_index: int = 255,
+    dim: float = 0.75,
+) -> np.ndarray:
+    """Where a prediction is wrong: wrong pixels in the colour of the class predicted, right ones
+    in their class's colour faded ``dim`` of the way to white, ignored ones in the void colour."""
+    predicted = colorize(prediction, palette, ignore_index).astype(np.float32)
+    faded = (predicted + dim * (255.0 - predicted)).round().astype(np.uint8)
+    wrong = (prediction != label)[..., None]
+    coloured = np.where(wrong, predicted.astype(np.uint8), faded)
+    void = np.asarray(IGNORE_COLOUR, dtype=np.uint8)
+    return np.where((label == ignore_index)[..., None], void, coloured)
+
+
 def save_label_png(label: np.ndarray, palette: Sequence[Sequence[int]], path: str | Path) -> Path:
     """Write class indices as a palette (mode P) PNG atomically, creating the folder: readers get
     the indices back (as VOC's labels and its evaluation server expect), viewers the colours."""

@@ -16,7 +16,7 @@ from conftest import REPO, compose_train, run_cli, write_palette_png, write_voc_
 
 from parsenet.engine.scoring.split import score_split
 from parsenet.engine.training.trainer import Trainer
-from parsenet.metrics import ConfusionMatrix, ContextStatistics, SplitScores
+from parsenet.metrics import BoundaryIoU, ConfusionMatrix, ContextStatistics, SplitScores
 from parsenet.report import class_table, scores_table
 
 # Four 2×4 images, classes 0..3, 255 ignored.
@@ -78,8 +78,11 @@ def test_split_scores_hold_the_confusion_scores_and_the_context_statistics():
     confusion = ConfusionMatrix(4)
     confusion.update(PREDICTIONS, LABELS)
     assert torch.equal(scores.matrix, confusion.matrix)
+    boundary = BoundaryIoU(4)
+    boundary.update(PREDICTIONS, LABELS)
     names = ["bg", "a", "b", "c"]
-    assert scores.compute(names) == {**confusion.compute(names), **EXPECTED}
+    expected = {**confusion.compute(names), **boundary.compute(names), **EXPECTED}
+    assert scores.compute(names) == expected
     table = class_table(scores.compute(names), names)
     assert table.splitlines()[-2].split() == ["out", "of", "context", f"{100 * 2 / 23:.2f}"]
     assert table.splitlines()[-1].split() == ["class-set", "acc", "33.33"]

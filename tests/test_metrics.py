@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from parsenet.metrics import ConfusionMatrix, scores_from_confusion
+from parsenet.metrics import (
+    BoundaryIoU,
+    ConfusionMatrix,
+    boundary_width,
+    contour_band,
+    scores_from_confusion,
+)
 
 NAMES = ["bg", "cat", "dog", "cow"]
 
@@ -59,3 +65,61 @@ def test_accumulates_over_updates_like_one_big_update():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         ConfusionMatrix(3).update(torch.zeros(2, 2), torch.zeros(2, 3))
+
+
+# Boundary IoU on 6×6 maps (d = 1: round(0.02 · 8.49) = 0, at least 1). Label: class 0 in
+# columns 0–2, class 1 in 3–5; prediction: class 0 in columns 0–3, class 1 in 4–5.
+BOUNDARY_LABEL = torch.tensor([[0, 0, 0, 1, 1, 1]] * 6)
+BOUNDARY_PREDICTION = torch.tensor([[0, 0, 0, 0, 1, 1]] * 6)
+
+
+def test_boundary_iou_against_a_hand_computation():
+    # A pixel is in a class's band when its 3×3 square holds another value or leaves the image.
+    # Label, class 0: all 18 pixels but column 1, rows 1–4 → 14; class 1 likewise 14.
+    # Prediction, class 0 (24 pixels): all but columns 1–2, rows 1–4 → 16; class 1: all 12.
+    # Class 0: both bands hold column 0 (6), rows 0 and 5 of columns 1–2 (4) → 10;
+    #   union 14 + 16 − 10 = 20 → 0.5.
+    # Class 1: both hold column 5 (6) and rows 0, 5 of column 4 (2) → 8; union 14 + 12 − 8 = 18.
+    boundary = BoundaryIoU(2)
+    boundary.update(BOUNDARY_PREDICTION, BOUNDARY_LABEL)
+    assert boundary.counts.tolist() == [[10, 8], [20, 18]]
+    scores = boundary.compute(["a", "b"])
+    assert scores["per_class_boundary_iou"] == pytest.approx({"a": 0.5, "b": 8 / 18})
+    assert scores["boundary_iou"] == pytest.approx((0.5 + 8 / 18) / 2)
+
+
+def test_boundary_iou_leaves_ignored_pixels_out_and_sums_counts_over_images():
+    # Column 0 of the label ignored: class 0 is columns 1–2, all 12 pixels in its band (column 1
+    # touches the ignored column, column 2 class 1). The prediction's class-0 band on labelled
+    # pixels: column 3 (6) and rows 0, 5 of columns 1–2 (4) → 10. Both: those 4 → union 18.
+    # Class 1 is as before (8 of 18). Summed with the first image: class 0 (10 + 4) / (20 + 18),
+    # class 1 16 / 36: counts, not per-image scores, are averaged.
+    ignored = BOUNDARY_LABEL.clone()
+    ignored[:, 0] = 255
+    alone = BoundaryIoU(2)
+    alone.update(BOUNDARY_PREDICTION, ignored)
+    assert alone.counts.tolist() == [[4, 8], [18, 18]]
+    both = BoundaryIoU(2)
+    both.update(torch.stack([BOUNDARY_PREDICTION] * 2), torch.stack([BOUNDARY_LABEL, ignored]))
+    assert both.compute(["a", "b"])["per_class_boundary_iou"] == pytest.approx(
+        {"a": 14 / 38, "b": 16 / 36}
+    )
+    absent = BoundaryIoU(3)  # class 2 in neither map: no score, left out of the mean
+    absent.update(BOUNDARY_PREDICTION, BOUNDARY_LABEL)
+    assert absent.compute()["per_class_boundary_iou"]["2"] is None
+    assert absent.compute()["boundary_iou"] == pytest.approx((0.5 + 8 / 18) / 2)
+
+
+def test_the_band_is_two_percent_of_the_diagonal_and_as_wide_as_that():
+    assert boundary_width(375, 500) == 12  # round(0.02 · 625) = round(12.5) = 12
+    assert boundary_width(30, 40) == 1 and boundary_width(3, 4) == 1  # at least one pixel
+    # One class over 20×20 with d = 3: only the edge is a contour, so the band is every pixel
+    # within 3 of it: 400 − 14 × 14 = 204.
+    assert int(contour_band(torch.zeros(1, 20, 20), 3).sum()) == 204
+    # A 4×4 square of class 1 in the middle of 20×20 (rows and columns 8–11), d = 2: the square
+    # is all band (16); class 0's band: the edge ring (400 − 16 × 16 = 144) plus the ring of
+    # width 2 around the square (8 × 8 − 16 = 48) → 192.
+    square = torch.zeros(1, 20, 20)
+    square[0, 8:12, 8:12] = 1
+    band = contour_band(square, 2)
+    assert int((band & (square == 1)).sum()) == 16 and int((band & (square == 0)).sum()) == 192

@@ -1,7 +1,8 @@
 """``parsenet-eval``: score a checkpoint (or a folder of predictions) on a split.
 
-Writes ``metrics.json``, ``confusion.npy`` and ``confusion.png`` into the run folder and prints
-the per-class table. Under ``torchrun`` the images are split between the processes.
+Writes ``metrics.json``, ``confusion.npy``, ``confusion.png``, ``per_image.csv`` and (unless
+``report=false``) ``report.html`` into the run folder and prints the per-class table. Under
+``torchrun`` the images are split between the processes.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from typing import Any
 from parsenet.cli.common import hydra_command, share_run_dir
 from parsenet.engine.runtime.distributed import init_distributed, shutdown
 from parsenet.engine.scoring.inference import InferenceMode
+from parsenet.engine.training.settings import flag, whole_number
 from parsenet.errors import ConfigError
 from parsenet.evaluation import evaluate, score_predictions
 from parsenet.report import bad_samples_note, class_table
 
 
 def check_config(cfg: dict[str, Any]) -> InferenceMode:
-    """One of ``checkpoint`` and ``predictions`` given, and the ``inference`` node checked (a
-    :class:`ConfigError` otherwise); returns the inference mode."""
+    """One of ``checkpoint`` and ``predictions`` given, and the ``inference`` node, ``report``
+    and ``report_worst`` checked (a :class:`ConfigError` otherwise); returns the inference
+    mode."""
     if (cfg["checkpoint"] is None) == (cfg["predictions"] is None):
         raise ConfigError("pass checkpoint=PATH, or predictions=DIR with data=NAME (one of them)")
+    flag("report", cfg["report"])
+    whole_number("report_worst", cfg["report_worst"], 0)
     return InferenceMode.from_config(cfg["inference"])
 
 
@@ -41,15 +46,21 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             context=context,
             progress=True,
             channels_last=cfg["channels_last"],
+            report_worst=cfg["report_worst"],
         )
     else:
         result = score_predictions(
-            cfg["predictions"], cfg["data"], cfg["split"], context, progress=True
+            cfg["predictions"],
+            cfg["data"],
+            cfg["split"],
+            context,
+            progress=True,
+            report_worst=cfg["report_worst"],
         )
     shutdown(context)
     if not context.is_main:
         return
-    written = result.write(run_dir)
+    written = result.write(run_dir, report=cfg["report"])
     print(class_table(result.scores, result.class_names))
     inference = result.inference
     settings = ", ".join(f"{key} {value}" for key, value in inference.items() if key != "mode")
@@ -60,6 +71,8 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
     if note := bad_samples_note(result.record()):
         print(note)
     print(f"metrics: {written['metrics']}  confusion: {written['picture']}")
+    if "report" in written:
+        print(f"report: {written['report']}")
 
 
 if __name__ == "__main__":

@@ -189,12 +189,17 @@ class SegmentationDataset(Dataset):
         check_label_values(label, self.info, label_path)
         return label.astype(np.uint8, copy=False)
 
+    def load_image(self, index: int) -> np.ndarray:
+        """Decode one image as H×W×3 RGB uint8."""
+        image_path = self.pairs[index][0]
+        if not image_path.is_file():
+            raise DataError(f"image file {image_path} does not exist")
+        return read_image(image_path)
+
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decode and check one pair: RGB image and label with values in the classes or ignore."""
         image_path, label_path = self.pairs[index]
-        if not image_path.is_file():
-            raise DataError(f"image file {image_path} does not exist")
-        image = read_image(image_path)
+        image = self.load_image(index)
         label = self.load_label(index)
         if image.shape[:2] != label.shape:
             raise DataError(

@@ -11,6 +11,7 @@ from parsenet.data.base import SegmentationDataset, read_label
 from parsenet.engine.runtime.distributed import DistContext
 from parsenet.engine.scoring.split import sum_over_processes
 from parsenet.errors import DataError
+from parsenet.image_scores import WORST_IMAGES
 from parsenet.metrics import SplitScores
 
 
@@ -20,9 +21,11 @@ def score_prediction_folder(
     indices: range | None = None,
     context: DistContext | None = None,
     progress: bool = False,
+    keep: int = WORST_IMAGES,
 ) -> SplitScores:
     """Count ``folder/<id>.png`` (class indices, palette or greyscale PNG) against the labels:
-    the confusion matrix and the per-image context statistics.
+    the confusion matrix, the boundary IoU, the per-image context statistics and records (the
+    ``keep`` worst images with their pictures, in the main process).
 
     Every image of the split must have its prediction, of the label's size, with values among
     the classes; anything else is a :class:`DataError` naming the file. Under torchrun each
@@ -32,7 +35,7 @@ def score_prediction_folder(
     if not folder.is_dir():
         raise DataError(f"predictions={folder} is not a folder of <id>.png prediction files")
     info = dataset.info
-    scores = SplitScores(info.num_classes, info.ignore_index)
+    scores = SplitScores(info.num_classes, info.ignore_index, keep)
     share = range(len(dataset)) if indices is None else indices  # an empty share scores nothing
     for index in tqdm(share, desc="score", disable=not progress or None):
         path = folder / f"{dataset.sample_name(index)}.png"
@@ -50,5 +53,13 @@ def score_prediction_folder(
                 f"prediction {path} holds class {int(prediction.max())}, outside the "
                 f"{info.num_classes} classes of {info.name}"
             )
-        scores.update(torch.from_numpy(prediction.astype("int64")), torch.from_numpy(label))
-    return sum_over_processes(scores, context)
+        scores.update(
+            torch.from_numpy(prediction.astype("int64")),
+            torch.from_numpy(label),
+            [dataset.sample_name(index)],
+            [index],
+        )
+    scores = sum_over_processes(scores, context)
+    if context is None or context.is_main:
+        scores.images.attach_images(dataset.load_image)
+    return scores

@@ -1,13 +1,15 @@
-"""Whole-image inference over a split into one confusion matrix and the per-image context
-statistics of the same predictions (both shared between processes)."""
+"""Whole-image inference over a split into one confusion matrix, the boundary IoU, the per-image
+context statistics and the per-image records of the same predictions (all shared between
+processes)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from parsenet.data.bad_samples import BadSampleLog
@@ -19,24 +21,48 @@ from parsenet.engine.runtime.distributed import (
 )
 from parsenet.engine.scoring.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.errors import DataError
+from parsenet.image_scores import WORST_IMAGES, ImageScores
 from parsenet.metrics import SplitScores
 
 
-def shard(dataset: Dataset, context: DistContext) -> Dataset:
+class SplitShare(Dataset):
+    """Some samples of a split, each tagged with its ``index`` in the split and its ``name``
+    (the dataset's ``sample_name``, else the index), for the per-image records."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index = self.indices[position]
+        sample = self.dataset[index]
+        if "image" not in sample:  # a skipped sample stays what it is
+            return sample
+        naming = getattr(self.dataset, "sample_name", str)
+        return {**sample, "name": naming(index), "index": index}
+
+
+def shard(dataset: Dataset, context: DistContext) -> SplitShare:
     """This process's share of an evaluation split: every ``world_size``-th image from its rank,
     so each image is counted exactly once (no padding duplicates)."""
-    if not context.distributed:
-        return dataset
-    return Subset(dataset, shard_indices(len(dataset), context))
+    return SplitShare(dataset, shard_indices(len(dataset), context))
 
 
 def sum_over_processes(scores: SplitScores, context: DistContext | None) -> SplitScores:
-    """Sum each process's counts of its shard (confusion matrix, context statistics) into the
-    whole split's, in every process."""
+    """Sum each process's counts of its shard (confusion matrix, boundary IoU, context
+    statistics) into the whole split's, and merge the per-image records, in every process."""
     if context is not None and context.distributed:
-        confusion, statistics = scores.confusion, scores.context
-        confusion.matrix = all_reduce_sum(confusion.matrix.to(context.device), context)
-        statistics.counts = all_reduce_sum(statistics.counts.to(context.device), context)
+        for counter, attribute in (
+            (scores.confusion, "matrix"),
+            (scores.boundary, "counts"),
+            (scores.context, "counts"),
+        ):
+            summed = all_reduce_sum(getattr(counter, attribute).to(context.device), context)
+            setattr(counter, attribute, summed)
+        scores.images = ImageScores.merged(gather_objects(scores.images, context))
     return scores
 
 
@@ -61,6 +87,7 @@ def score_split(
     context: DistContext | None = None,
     inference: InferenceMode | None = None,
     bad_samples: BadSampleLog | None = None,
+    keep: int = WORST_IMAGES,
 ) -> SplitScores:
     """Run the model on every image at its own size and count predictions against labels:
     the confusion matrix and, per image, the context statistics (see
@@ -73,10 +100,12 @@ def score_split(
     the split. Under torchrun each process evaluates its :func:`shard` and the counts are summed,
     so every process returns those of the whole split. The model is left in eval
     mode. Samples the dataset skipped (``data.on_bad_sample=skip``) are left out and recorded in
-    ``bad_samples``.
+    ``bad_samples``. Batches that carry ``name`` and ``index`` (a :class:`SplitShare`'s) give
+    the per-image records their names; with a :class:`SplitShare` the ``keep`` worst images also
+    get their pictures (read again from the split, in the main process only).
     """
     model.eval()
-    scores = SplitScores(num_classes, ignore_index)
+    scores = SplitScores(num_classes, ignore_index, keep)
     bad_samples = bad_samples if bad_samples is not None else BadSampleLog()  # logs them at least
     for batch in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
         bad_samples.record(batch.get("skipped", []))
@@ -85,8 +114,15 @@ def score_split(
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
         prediction = (inference or WHOLE_IMAGE).scores(model, images).argmax(dim=1)
-        scores.update(prediction, labels)
-    return sum_over_processes(scores, context)
+        indices = batch.get("index")
+        scores.update(
+            prediction, labels, batch.get("name"), None if indices is None else indices.tolist()
+        )
+    scores = sum_over_processes(scores, context)
+    share = getattr(loader, "dataset", None)
+    if isinstance(share, SplitShare) and (context is None or context.is_main):
+        scores.images.attach_images(share.dataset.load_image)
+    return scores
 
 
 def require_scored_images(

@@ -215,6 +215,7 @@ def assemble(
         context,
         settings.num_overlays,
         split=config["data"]["val_split"],
+        report_worst=settings.report_worst,
     )
     return TrainingParts(
         config, model, memory_format, train_set, val_set, validation, optimizer, scheduler, loss

@@ -14,7 +14,7 @@ from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.errors import ConfigError
 
 POSITIVE = ("max_iters", "batch_size", "iter_size", "log_every", "max_nonfinite")
-NON_NEGATIVE = ("eval_every", "checkpoint_every", "num_overlays", "keep_snapshots")
+NON_NEGATIVE = ("eval_every", "checkpoint_every", "num_overlays", "keep_snapshots", "report_worst")
 NOT_UNDER_TRAIN = ("inference", "seed", "num_workers")  # fields read from other config nodes
 
 
@@ -43,6 +43,8 @@ class TrainSettings:
         eval_every, checkpoint_every, log_every: intervals in iterations (0: only at the end).
         num_overlays, keep_snapshots, max_nonfinite: validation panels written, snapshots
             kept, non-finite steps in a row tolerated.
+        report, report_worst: whether the final evaluation writes ``report.html``, and how
+            many of the worst validation images it draws.
         resume: ``auto``, a checkpoint path, or None.
         amp, channels_last, compile: precision and speed (``channels_last``: True, False or
             ``auto``, see :mod:`parsenet.engine.runtime.memory_format`).
@@ -60,6 +62,8 @@ class TrainSettings:
     checkpoint_every: int
     num_overlays: int
     keep_snapshots: int
+    report_worst: int
+    report: bool
     resume: str | None
     amp: str
     channels_last: bool | str
@@ -90,6 +94,7 @@ class TrainSettings:
             amp=train["amp"],
             channels_last=layout_setting("train.channels_last", train["channels_last"]),
             compile=flag("train.compile", train["compile"]),
+            report=flag("train.report", train["report"]),
             inference=InferenceMode.from_config(cfg["inference"]),
             seed=whole_number("seed", cfg["seed"], 0),
             num_workers=loader_workers(cfg["data"]["num_workers"]),  # a count, or auto

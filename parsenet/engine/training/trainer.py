@@ -27,7 +27,7 @@ from parsenet.engine.training.faults import NonFiniteGuard, StopRequest, check_f
 from parsenet.engine.training.log import TrainingLog, progress_line, step_scalars
 from parsenet.engine.training.settings import TrainSettings
 from parsenet.engine.training.state import CheckpointFolder, TrainingState, training_set_id
-from parsenet.report import metrics_record, write_json
+from parsenet.evaluation import result_of
 
 log = logging.getLogger(__name__)
 
@@ -260,29 +260,29 @@ class Trainer:
 
     def finish(self, scores: dict[str, Any]) -> dict[str, Any]:
         """After the final evaluation: ``last.pt`` (with the best score so far), a snapshot,
-        overlays and ``metrics.json``."""
+        overlays, and the evaluation's files (``metrics.json``, ``confusion.npy``/``.png``,
+        ``per_image.csv`` and, with ``train.report``, ``report.html``)."""
         last = self.save("last.pt")
         self.save_snapshot()
         self.validation.save_overlays(self.model, self.run_dir / "overlays")
-        record = metrics_record(
-            scores,
-            num_images=scores["num_images"],
-            mode=self.settings.inference.mode,
-            checkpoint=str(last),
-            dataset=self.info.name,
-            split=self.cfg["data"]["val_split"],
-            inference=self.settings.inference.describe(),
-        )
-        record["layout"] = self.cfg[
-            "layout"
-        ]  # the memory layout chosen (engine/runtime/memory_format.py)
+        bad_samples = None
         if self.cfg["data"].get("on_bad_sample") == "skip":  # the same in every process
-            record["bad_samples"] = gather_bad_samples(
-                self.state.bad_samples, self.context
-            ).summary()
+            bad_samples = gather_bad_samples(self.state.bad_samples, self.context).summary()
+        result = result_of(
+            self.validation.counts,
+            self.cfg["data"],
+            self.cfg["data"]["val_split"],
+            num_images=scores["num_images"],
+            inference=self.settings.inference.describe(),
+            source=str(last),
+            model=self.cfg["model"]["name"],
+            bad_samples=bad_samples,
+            layout=self.cfg["layout"],  # the memory layout chosen (runtime/memory_format.py)
+            seed=self.settings.seed,
+        )
         if self.context.is_main:
-            write_json(self.run_dir / "metrics.json", record)
-        return record
+            result.write(self.run_dir, report=self.settings.report)
+        return result.record()
 
     def stopped(self, signal_name: str) -> dict[str, Any]:
         """Save ``last.pt`` after a stop signal and say how to continue."""

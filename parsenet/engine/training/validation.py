@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,14 @@ from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.engine.scoring.split import gather_bad_samples, require_scored_images, score_split
 from parsenet.engine.training.insight import evaluation_insight, validation_panels
 from parsenet.engine.training.log import TrainingLog
+from parsenet.metrics import SplitScores
 from parsenet.visualize import save_png
 
 log = logging.getLogger(__name__)
 # Logged as val/<key> at every evaluation (the per-image context statistics too).
 SUMMARY_SCORES = (
     "mIoU",
+    "boundary_iou",
     "pixel_acc",
     "mean_acc",
     "fwIoU",
@@ -43,6 +45,8 @@ class Validation:
         context: this process's place under torchrun.
         panels: how many image | label | prediction panels TensorBoard gets.
         split: the split's name, for messages.
+        report_worst: the worst images (by per-image mIoU) kept with their pictures.
+        counts: what the last evaluation counted (None before the first).
     """
 
     dataset: SegmentationDataset
@@ -51,6 +55,8 @@ class Validation:
     context: DistContext
     panels: int
     split: str
+    report_worst: int
+    counts: SplitScores | None = field(default=None, init=False)
 
     def run(
         self, model: torch.nn.Module, iteration: int, log_to: TrainingLog, bad_samples: BadSampleLog
@@ -72,7 +78,9 @@ class Validation:
             context=self.context,
             inference=self.inference,
             bad_samples=bad_samples,
+            keep=self.report_worst,
         )
+        self.counts = confusion
         this_pass = BadSampleLog()
         this_pass.merge(bad_samples.counts - before)
         lost = gather_bad_samples(this_pass, self.context).summary()  # of every process
