@@ -60,6 +60,8 @@ class EvaluationResult:
             kept).
         seed: the training seed of the checkpoint (None: not known).
         commit: the git commit of the code that scored it (None outside a git checkout).
+        precision: the backend and precision the model ran in (``{"backend": "onnxruntime",
+            "precision": "int8"}``; None for saved predictions).
     """
 
     scores: dict[str, Any]
@@ -78,6 +80,7 @@ class EvaluationResult:
     images: ImageScores | None = field(default=None, repr=False)
     seed: int | None = field(default=None)
     commit: str | None = field(default_factory=code_commit)
+    precision: dict[str, str] | None = field(default=None)
 
     @property
     def miou(self) -> float:
@@ -99,6 +102,8 @@ class EvaluationResult:
             record["bad_samples"] = self.bad_samples
         if self.layout is not None:
             record["layout"] = self.layout
+        if self.precision is not None:
+            record["precision"] = self.precision
         return record
 
     def write(self, folder: str | Path, report: bool = True) -> dict[str, Path]:
@@ -154,6 +159,9 @@ def evaluate(
     progress: bool = False,
     channels_last: bool | str = "auto",
     report_worst: int = WORST_IMAGES,
+    backend: str = "torch",
+    precision: str = "fp32",
+    calibration: Mapping[str, Any] | None = None,
 ) -> EvaluationResult:
     """Score a checkpoint on a split, at each label's own resolution.
 
@@ -172,6 +180,8 @@ def evaluate(
             (``auto``: the faster one here).
         report_worst: how many of the worst images (by per-image mIoU) the result keeps with
             their pictures for ``report.html``.
+        backend, precision, calibration: how the model runs (``onnxruntime`` and ``int8``, …),
+            as :func:`~parsenet.loading.load_for_inference` takes them.
 
     Raises:
         DataError: no image of the split could be scored (all skipped as unreadable under
@@ -179,7 +189,14 @@ def evaluate(
     """
     context = context or DistContext()
     loaded = load_for_inference(
-        checkpoint, context.device if context.distributed else device, model, data, channels_last
+        checkpoint,
+        context.device if context.distributed else device,
+        model,
+        data,
+        channels_last,
+        backend,
+        precision,
+        calibration,
     )
     data_cfg = loaded.data_config
     split = split or data_cfg["val_split"]
@@ -221,6 +238,7 @@ def evaluate(
         bad_samples=skipped,
         layout=loaded.layout.record(),
         seed=loaded.config.get("seed"),
+        precision={"backend": backend, "precision": precision},
     )
 
 

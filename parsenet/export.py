@@ -4,8 +4,9 @@ the exported file against the eager model."""
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,18 @@ from torch import nn
 from parsenet.config import is_finite_number
 from parsenet.errors import ConfigError, ParsenetError
 from parsenet.fileio import staged_output
-from parsenet.loading import load_for_inference
+from parsenet.loading import InferenceModel, load_for_inference
 from parsenet.onnx_backend import SIDECAR_SUFFIX, example_input, onnxruntime_session, save_onnx
+from parsenet.quantization import CalibrationSettings, calibration_set
 from parsenet.report import write_json
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+QUANTIZE = ("int8",)
+# The share of pixels an export must agree on with the eager model unless min_agreement says:
+# float exports on random images; int8 on validation images (see parity_images).
+MIN_AGREEMENT = {None: 0.999, "int8": 0.9}
+# Validation images an int8 export is checked on (evenly spaced over the split).
+INT8_CHECK_IMAGES = 4
 
 Runner = Callable[[torch.Tensor], np.ndarray]
 
@@ -44,9 +52,18 @@ def check_output_path(out: str | Path, fmt: str) -> Path:
     return path
 
 
+def check_quantize(fmt: str, quantize: Any) -> None:
+    """``quantize`` is None, or ``int8`` with ``format=onnx`` (a :class:`ConfigError` otherwise)."""
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ConfigError(f"quantize={quantize!r} must be null or {' or '.join(QUANTIZE)}")
+    if quantize is not None and fmt != "onnx":
+        raise ConfigError(f"quantize={quantize} needs format=onnx (ONNX Runtime runs it)")
+
+
 def check_parity_settings(check_sizes: Any, min_agreement: Any) -> list[tuple[int, int]]:
     """``check_sizes`` as (height, width) pairs, once it and ``min_agreement`` are known to be
-    usable: at least one pair of whole numbers ≥ 1, and a share of pixels in [0, 1].
+    usable: at least one pair of whole numbers ≥ 1, and a share of pixels in [0, 1] (or None:
+    the default of :data:`MIN_AGREEMENT`).
 
     Raises:
         ConfigError: naming the key and what it must be (checked before anything is loaded).
@@ -58,7 +75,9 @@ def check_parity_settings(check_sizes: Any, min_agreement: Any) -> list[tuple[in
             f"check_sizes={check_sizes!r} must be a list of [height, width] pairs of whole "
             "numbers ≥ 1, e.g. check_sizes=[[375,500],[512,384]]"
         )
-    if not is_finite_number(min_agreement) or not 0 <= min_agreement <= 1:
+    if min_agreement is not None and (
+        not is_finite_number(min_agreement) or not 0 <= min_agreement <= 1
+    ):
         raise ConfigError(
             f"min_agreement={min_agreement!r} must be a number between 0 and 1 (the share of "
             "pixels where the export must give the eager model's class)"
@@ -126,19 +145,31 @@ def load_runner(fmt: str, path: str | Path) -> Runner:
     return lambda images: session.run(None, {name: images.numpy()})[0]
 
 
-def parity(model: nn.Module, runner: Runner, sizes: Sequence[Sequence[int]]) -> list[dict]:
-    """Compare the export with the eager model on random images of each (height, width): the
-    largest absolute logit difference and the share of pixels with the same argmax."""
+def random_images(sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """One random 1×3×H×W image of each (height, width), the same every time."""
     generator = torch.Generator().manual_seed(0)
+    return [torch.randn(1, 3, height, width, generator=generator) for height, width in sizes]
+
+
+def validation_images(loaded: InferenceModel) -> list[torch.Tensor]:
+    """:data:`INT8_CHECK_IMAGES` images of the model's validation split, as it takes them."""
+    settings = CalibrationSettings(INT8_CHECK_IMAGES, loaded.data_config["val_split"])
+    chosen = calibration_set(loaded.data_config, loaded.normalization, settings, loaded.num_classes)
+    return [torch.from_numpy(image) for image in chosen.batches()]
+
+
+def parity(model: nn.Module, runner: Runner, batches: Sequence[torch.Tensor]) -> list[dict]:
+    """Compare the export with the eager model on each 1×3×H×W image: the largest absolute
+    logit difference and the share of pixels with the same argmax."""
     results = []
-    for height, width in sizes:
-        images = torch.randn(1, 3, height, width, generator=generator)
+    for images in batches:
+        height, width = images.shape[-2:]
         with torch.no_grad():
             expected = model.eval()(images).numpy()
         got = runner(images)
         results.append(
             {
-                "size": [height, width],
+                "size": [int(height), int(width)],
                 "max_abs_diff": float(np.abs(got - expected).max()),
                 "argmax_agreement": float((got.argmax(1) == expected.argmax(1)).mean()),
             }
@@ -152,29 +183,49 @@ def export_checkpoint(
     out: str | Path,
     record: str | Path,
     check_sizes: Sequence[Sequence[int]] = ((375, 500), (512, 384)),
-    min_agreement: float = 0.999,
+    min_agreement: float | None = None,
+    quantize: str | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Export a checkpoint's model to ``out``, check it against the eager model on
-    ``check_sizes`` and write ``record`` (JSON: parity numbers, the input normalisation the
-    model expects, class names, palette). Returns that record.
+    """Export a checkpoint's model to ``out``, check it against the eager model and write
+    ``record`` (JSON: parity numbers, the input normalisation the model expects, class names,
+    palette). Returns that record.
+
+    A float export is checked on random images of each of ``check_sizes``; ``quantize="int8"``
+    (``fmt="onnx"``) writes the statically quantised model (see :mod:`parsenet.quantization`,
+    calibrated as ``calibration`` says and cached as ``backend=onnxruntime precision=int8``
+    runs it), checked on :data:`INT8_CHECK_IMAGES` validation images instead. ``min_agreement``
+    defaults to :data:`MIN_AGREEMENT` of the kind.
 
     Raises:
         ConfigError: ``out`` is a folder or cannot be written (see :func:`check_output_path`),
-            or ``check_sizes`` or ``min_agreement`` is unusable (see
-            :func:`check_parity_settings`); nothing is loaded or written then.
+            ``check_sizes``, ``min_agreement`` or ``quantize`` is unusable (see
+            :func:`check_parity_settings`, :func:`check_quantize`); nothing is loaded or
+            written then.
         ParsenetError: the export agrees on fewer than ``min_agreement`` of the pixels (it is
             not kept; what was at ``out`` stays as it was).
     """
     sizes = check_parity_settings(check_sizes, min_agreement)
+    check_quantize(fmt, quantize)
+    settings = CalibrationSettings.from_config(calibration)
+    required = MIN_AGREEMENT[quantize] if min_agreement is None else min_agreement
     out = check_output_path(out, fmt)
     loaded = load_for_inference(checkpoint, "cpu", channels_last=False)  # traced as NCHW
-    with staged_export(loaded.model, fmt, out) as staged:  # checked under its final name
-        results = parity(loaded.model, load_runner(fmt, staged), sizes)
+    if quantize is None:
+        staging, images = staged_export(loaded.model, fmt, out), random_images(sizes)
+    else:
+        quantized = load_for_inference(
+            checkpoint, backend="onnxruntime", precision=quantize, calibration=calibration
+        )
+        staging, images = staged_copy(quantized.model.path, out), validation_images(loaded)
+    with staging as staged:  # checked under its final name
+        results = parity(loaded.model, load_runner(fmt, staged), images)
         worst = min(result["argmax_agreement"] for result in results)
-        if worst < min_agreement:
+        if worst < required:
             raise ParsenetError(
-                f"the {fmt} export agrees with the eager model on only {100 * worst:.3f} % of "
-                f"pixels (min_agreement={min_agreement}); it was not kept, out={out} is unchanged"
+                f"the {quantize or fmt} export agrees with the eager model on only "
+                f"{100 * worst:.3f} % of pixels (min_agreement={required}); it was not kept, "
+                f"out={out} is unchanged"
             )
     norm = loaded.normalization
     about = {
@@ -193,5 +244,20 @@ def export_checkpoint(
         "palette": loaded.palette,
         "parity": results,
     }
+    if quantize is not None:
+        about["quantize"] = {
+            "precision": quantize,
+            "calibration": {"images": settings.images, "split": settings.split},
+            "checked_on": f"{len(images)} images of {loaded.data_config['val_split']}",
+        }
     write_json(record, about)
     return about
+
+
+@contextmanager
+def staged_copy(source: Path, path: Path) -> Iterator[Path]:
+    """``source`` copied under ``path``'s name in a hidden folder beside it, yielded to be
+    checked there and renamed into place when the block ends (see :func:`staged_export`)."""
+    with staged_output(path) as staged:
+        shutil.copyfile(source, staged)
+        yield staged

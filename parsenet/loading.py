@@ -15,19 +15,21 @@ import torch
 from parsenet.data import dataset_info
 from parsenet.data.normalization import InputNormalization, get_normalization
 from parsenet.engine.runtime.checkpoint import load_checkpoint, restore_model
+from parsenet.engine.runtime.cpu_features import require_bf16, warn_int8_without_vnni
 from parsenet.engine.runtime.memory_format import (
     INFERENCE_SHAPE,
     LayoutChoice,
     choose_memory_format,
     layout_setting,
 )
+from parsenet.engine.runtime.precision import AutocastModel, check_inference_precision
 from parsenet.engine.runtime.process import resolve_device
 from parsenet.engine.scoring.inference import WHOLE_IMAGE, InferenceMode
 from parsenet.errors import ConfigError, DataError
 from parsenet.models.pretrained import choose_input_norm
 from parsenet.onnx_backend import OnnxRuntimeModel, cached_onnx_export
+from parsenet.quantization import CalibrationSettings, cached_int8_export, calibration_set
 
-BACKENDS = ("torch", "onnxruntime")
 ValueRange = tuple[float, float]  # what the pixel values of a non-uint8 image span
 
 
@@ -117,6 +119,8 @@ def load_for_inference(
     data: Mapping[str, Any] | None = None,
     channels_last: bool | str = "auto",
     backend: str = "torch",
+    precision: str = "fp32",
+    calibration: Mapping[str, Any] | None = None,
 ) -> InferenceModel:
     """Load a parsenet checkpoint for evaluation or prediction.
 
@@ -134,15 +138,24 @@ def load_for_inference(
         backend: ``torch``, or ``onnxruntime``: the model exported to ONNX (once, cached beside
             the layout cache) and run by ONNX Runtime on the CPU (``pip install onnxruntime
             onnxscript``); the same labels, faster on some CPUs (docs/benchmarks.md).
+        precision: ``fp32``; with ``backend=torch`` also ``bf16`` (autocast on a CPU with bf16
+            instructions, see :mod:`parsenet.engine.runtime.cpu_features`, or on a GPU); with
+            ``backend=onnxruntime`` also ``int8``: the ONNX export statically quantised (see
+            :mod:`parsenet.quantization`), calibrated once on training images and cached.
+        calibration: ``int8``'s calibration settings, as the ``calibration`` config node
+            (``{"images": 32, "split": None}``: see
+            :class:`~parsenet.quantization.CalibrationSettings`).
 
     Raises:
         CheckpointError: the file is missing, damaged, not a parsenet checkpoint, or does not
             fit the model or data asked for.
         ConfigError: a key that the checkpoint's config does not have, a bad device, a bad
-            ``channels_last`` or ``backend``, or ``onnxruntime`` on a GPU or not installed.
+            ``channels_last``, ``backend``, ``precision`` or ``calibration``, ``onnxruntime``
+            on a GPU or not installed, or ``bf16`` on a CPU without bf16 instructions.
+        DataError: ``int8``'s calibration split is missing or empty.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    check_inference_precision(backend, precision)
+    settings = CalibrationSettings.from_config(calibration)
     if backend == "onnxruntime" and device == "auto":
         device = "cpu"  # ONNX Runtime's CPU provider
     path = Path(checkpoint).expanduser()
@@ -152,17 +165,32 @@ def load_for_inference(
     model_cfg = model_config(trained["model"], model)
     data_cfg = data_config(trained["data"], data)
     info = dataset_info(data_cfg)
+    if precision == "bf16" and target.type == "cpu":
+        require_bf16()
     network = restore_model(saved, path, model_cfg, info.num_classes).eval()
+    input_norm = choose_input_norm(model_cfg.get("input_norm"), trained["model"]["input_norm"])
+    normalization = get_normalization(input_norm)
     if backend == "onnxruntime":
-        network, layout = onnxruntime_model(network, target, path, model_cfg, channels_last)
+        if target.type != "cpu":
+            raise ConfigError(f"backend=onnxruntime runs on the CPU, not {target}; add device=cpu")
+        if precision == "int8":
+            warn_int8_without_vnni()
+            images = calibration_set(data_cfg, normalization, settings, info.num_classes)
+            exported = cached_int8_export(network, path, model_cfg, images)
+        else:
+            exported = cached_onnx_export(network, path, model_cfg)
+        setting = layout_setting("channels_last", channels_last)
+        network = OnnxRuntimeModel(exported)
+        layout = LayoutChoice("contiguous", setting, "onnxruntime")
     else:
         layout = choose_memory_format(network, target, INFERENCE_SHAPE, channels_last)
         network = network.to(target, memory_format=layout.memory_format)
-    input_norm = choose_input_norm(model_cfg.get("input_norm"), trained["model"]["input_norm"])
+        if precision == "bf16":
+            network = AutocastModel(network, torch.bfloat16)
     return InferenceModel(
         model=network,
         device=target,
-        normalization=get_normalization(input_norm),
+        normalization=normalization,
         class_names=list(saved["dataset"]["class_names"]),
         palette=[list(colour) for colour in saved["dataset"]["palette"]],
         ignore_index=info.ignore_index,
@@ -172,23 +200,6 @@ def load_for_inference(
         checkpoint=path,
         layout=layout,
     )
-
-
-def onnxruntime_model(
-    network: torch.nn.Module,
-    device: torch.device,
-    checkpoint: Path,
-    model_cfg: dict[str, Any],
-    channels_last: bool | str,
-) -> tuple[torch.nn.Module, LayoutChoice]:
-    """``network`` exported to ONNX (or its cached export) in an ONNX Runtime session; ONNX
-    Runtime lays out the tensors itself (recorded as ``decided_by: onnxruntime``)."""
-
-    setting = layout_setting("channels_last", channels_last)
-    if device.type != "cpu":
-        raise ConfigError(f"backend=onnxruntime runs on the CPU, not {device}; add device=cpu")
-    model = OnnxRuntimeModel(cached_onnx_export(network, checkpoint, model_cfg))
-    return model, LayoutChoice("contiguous", setting, "onnxruntime")
 
 
 def layout_problem(shape: tuple[int, ...]) -> str | None:

@@ -28,6 +28,9 @@ ONNX_PACKAGES = "pip install onnx onnxscript onnxruntime (or pip install -e '.[e
 # Protobuf cannot hold a model of 2 GiB or more, so weights past this many bytes go into a sidecar
 # file; the margin leaves room for the graph (torch's exporter draws the same line).
 SINGLE_FILE_LIMIT = 1536 * 2**20
+# Node metadata naming the traced code by a counter of this process (``<eval_with_key>.62``): left
+# out, so that an export of the same model is the same file in any process.
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
 # The sidecar of a model over that limit: ``<name>.data`` beside ``<name>``, which names it.
 SIDECAR_SUFFIX = ".data"
 
@@ -50,6 +53,8 @@ def save_onnx(model: nn.Module, path: Path) -> None:
             dynamic_shapes=(dims,),
             verbose=False,
         )
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.pop(STACK_TRACE, None)  # the same model, the same bytes
     initializers = program.model.graph.initializers.values()
     weights = sum(
         value.const_value.nbytes for value in initializers if value.const_value is not None
@@ -97,16 +102,22 @@ class OnnxRuntimeModel(nn.Module):
         return f"{self.path}"
 
 
-def cached_onnx_export(model: nn.Module, checkpoint: Path, model_cfg: dict[str, Any]) -> Path:
-    """The ONNX export of a checkpoint's model, written once into ``onnx/`` of the cache folder
-    (beside ``memory_format.json``, see
-    :func:`parsenet.engine.runtime.memory_format.cache_path`) and reused while the checkpoint file,
-    its model config and the torch version stay the same."""
+def cached_file(checkpoint: Path, identity: list[Any], suffix: str) -> Path:
+    """Where in ``onnx/`` of the cache folder (beside ``memory_format.json``, see
+    :func:`parsenet.engine.runtime.memory_format.cache_path`) a file made from ``checkpoint``
+    lives: named after the checkpoint and a digest of its path, size and modification time, the
+    torch version and ``identity`` (what else the file depends on), so that a changed checkpoint
+    or setting is a new file, never a stale one."""
     about = checkpoint.stat()
-    identity = [str(checkpoint.resolve()), about.st_size, about.st_mtime_ns, model_cfg]
-    identity.append(str(torch.__version__))
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_path().parent / "onnx" / f"{checkpoint.stem}-{digest}.onnx"
+    key = [str(checkpoint.resolve()), about.st_size, about.st_mtime_ns, str(torch.__version__)]
+    digest = hashlib.sha256(json.dumps([*key, *identity], sort_keys=True).encode()).hexdigest()
+    return cache_path().parent / "onnx" / f"{checkpoint.stem}-{digest[:20]}{suffix}"
+
+
+def cached_onnx_export(model: nn.Module, checkpoint: Path, model_cfg: dict[str, Any]) -> Path:
+    """The ONNX export of a checkpoint's model, written once (see :func:`cached_file`) and
+    reused while the checkpoint file, its model config and the torch version stay the same."""
+    path = cached_file(checkpoint, [model_cfg], ".onnx")
     if not path.is_file():
         with staged_output(path, [SIDECAR_SUFFIX]) as staged:
             save_onnx(model, staged)

@@ -25,6 +25,7 @@ from parsenet.export import export_checkpoint
 from parsenet.loading import load_for_inference
 from parsenet.models import FusionHead, SegmentationNet, VGGTrunk
 from parsenet.prediction_files import predict_files
+from parsenet.quantization import CalibrationSettings
 
 # What each command needs besides its defaults to compose (its ??? keys).
 REQUIRED = {
@@ -34,6 +35,7 @@ REQUIRED = {
     "export": ["checkpoint=model.pt"],
 }
 WITH_INFERENCE = ("train", "eval", "predict")
+WITH_CALIBRATION = ("eval", "predict", "export")
 COMPOSITIONS = [
     *[(name, []) for name in REQUIRED],
     *[("train", [f"experiment={name}"]) for name in config_names("experiment")],
@@ -174,6 +176,8 @@ def default_owners(name: str, cfg: dict[str, Any]) -> list[tuple[str, dict[str, 
     owners += [("", code_defaults(function)) for function in COMMAND_FUNCTIONS[name]]
     if name in WITH_INFERENCE:
         owners.append(("inference", inference_defaults(InferenceMode())))
+    if name in WITH_CALIBRATION:
+        owners.append(("calibration", code_defaults(CalibrationSettings)))
     if name == "train":
         owners += [
             ("lr_mult", code_defaults(parameter_groups, LR_MULT_ARGUMENTS)),

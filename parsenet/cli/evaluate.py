@@ -12,19 +12,23 @@ from typing import Any
 
 from parsenet.cli.common import hydra_command, share_run_dir
 from parsenet.engine.runtime.distributed import init_distributed, shutdown
+from parsenet.engine.runtime.precision import check_inference_precision
 from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.engine.training.settings import flag, whole_number
 from parsenet.errors import ConfigError
 from parsenet.evaluation import evaluate, score_predictions
+from parsenet.quantization import CalibrationSettings
 from parsenet.report import bad_samples_note, class_table
 
 
 def check_config(cfg: dict[str, Any]) -> InferenceMode:
-    """One of ``checkpoint`` and ``predictions`` given, and the ``inference`` node, ``report``
-    and ``report_worst`` checked (a :class:`ConfigError` otherwise); returns the inference
-    mode."""
+    """One of ``checkpoint`` and ``predictions`` given, and the ``inference`` node, ``backend``
+    with ``precision``, the ``calibration`` node, ``report`` and ``report_worst`` checked (a
+    :class:`ConfigError` otherwise); returns the inference mode."""
     if (cfg["checkpoint"] is None) == (cfg["predictions"] is None):
         raise ConfigError("pass checkpoint=PATH, or predictions=DIR with data=NAME (one of them)")
+    check_inference_precision(cfg["backend"], cfg["precision"])
+    CalibrationSettings.from_config(cfg["calibration"])
     flag("report", cfg["report"])
     whole_number("report_worst", cfg["report_worst"], 0)
     return InferenceMode.from_config(cfg["inference"])
@@ -47,6 +51,9 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             progress=True,
             channels_last=cfg["channels_last"],
             report_worst=cfg["report_worst"],
+            backend=cfg["backend"],
+            precision=cfg["precision"],
+            calibration=cfg["calibration"],
         )
     else:
         result = score_predictions(

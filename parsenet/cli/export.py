@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from parsenet.cli.common import hydra_command
-from parsenet.export import FORMATS, check_parity_settings, export_checkpoint
+from parsenet.export import FORMATS, check_parity_settings, check_quantize, export_checkpoint
+from parsenet.quantization import CalibrationSettings
 
 
 def check_config(cfg: dict[str, Any]) -> None:
-    """``check_sizes`` and ``min_agreement`` checked (see :func:`check_parity_settings`)."""
+    """``check_sizes``, ``min_agreement``, ``quantize`` and the ``calibration`` node checked
+    (see :func:`check_parity_settings`, :func:`check_quantize`)."""
     check_parity_settings(cfg["check_sizes"], cfg["min_agreement"])
+    check_quantize(cfg["format"], cfg["quantize"])
+    CalibrationSettings.from_config(cfg["calibration"])
 
 
 @hydra_command("export", check=check_config)
@@ -33,6 +37,8 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
         run_dir / "export.json",
         cfg["check_sizes"],
         cfg["min_agreement"],
+        cfg["quantize"],
+        cfg["calibration"],
     )
     for result in about["parity"]:
         height, width = result["size"]
@@ -40,9 +46,10 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
             f"parity {height}×{width}: max |logit difference| {result['max_abs_diff']:.3g}, "
             f"same argmax on {100 * result['argmax_agreement']:.3f} % of pixels"
         )
+    kind = f"{fmt} {cfg['quantize']}" if cfg["quantize"] else fmt
     print(
-        f"exported {about['file']} ({fmt}); inputs: {about['input_norm']['name']} normalisation; "
-        f"see {run_dir / 'export.json'}"
+        f"exported {about['file']} ({kind}); inputs: {about['input_norm']['name']} "
+        f"normalisation; see {run_dir / 'export.json'}"
     )
 
 

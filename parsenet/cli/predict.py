@@ -15,15 +15,20 @@ from typing import Any
 from tqdm import tqdm
 
 from parsenet.cli.common import hydra_command
+from parsenet.engine.runtime.precision import check_inference_precision
 from parsenet.engine.scoring.inference import InferenceMode
 from parsenet.loading import load_for_inference
 from parsenet.prediction_files import check_settings, predict_files
+from parsenet.quantization import CalibrationSettings
 
 
 def check_config(cfg: dict[str, Any]) -> InferenceMode:
-    """``batch_size``, ``alpha`` and the ``inference`` node checked (a :class:`ConfigError`
-    naming the key otherwise); returns the inference mode."""
+    """``batch_size``, ``alpha``, the ``inference`` node, ``backend`` with ``precision`` and the
+    ``calibration`` node checked (a :class:`ConfigError` naming the key otherwise); returns the
+    inference mode."""
     check_settings(cfg["batch_size"], cfg["alpha"])
+    check_inference_precision(cfg["backend"], cfg["precision"])
+    CalibrationSettings.from_config(cfg["calibration"])
     return InferenceMode.from_config(cfg["inference"])
 
 
@@ -36,6 +41,8 @@ def main(cfg: dict[str, Any], run_dir: Path) -> None:
         cfg["device"],
         channels_last=cfg["channels_last"],
         backend=cfg["backend"],
+        precision=cfg["precision"],
+        calibration=cfg["calibration"],
     )
     with tqdm(desc="predict", disable=None) as bar:
 
