@@ -4,6 +4,7 @@
     python scripts/benchmark.py --device cuda --compile           # GPU: bf16 autocast
     python scripts/benchmark.py --parts peak,step --sizes 320 --batch 4
     python scripts/benchmark.py --parts peak,step,inference --compare-layouts   # NCHW vs NHWC
+    python scripts/benchmark.py --parts peak,models --sizes 320 --channels-last   # every model
 
 Every part measures what users get by default: the memory layout ``channels_last=auto`` chooses
 (the same probe and cache, :mod:`parsenet.engine.runtime.memory_format`) unless
@@ -11,7 +12,7 @@ Every part measures what users get by default: the memory layout ``channels_last
 ``--no-channels-last`` forces one; ``--compare-layouts`` adds the model step and inference in
 each forced layout, taking turns with the default.
 
-Parts (``--parts``, all by default):
+Parts (``--parts``, all but ``precision`` and ``models`` by default):
 
 - ``peak``: the dense matmul rate of the machine, through both GEMM engines torch has (its BLAS
   behind ``torch.mm`` and, as a 1×1 convolution, the convolution library); the better one is the
@@ -32,6 +33,19 @@ Parts (``--parts``, all by default):
 - ``predict``: ``parsenet-predict`` on ``--predict-images`` VOC images: wall time, per-image
   latency (the spacing of its output files) and start-up, per backend of ``--backends``.
 - ``scaling``: step time vs input size and vs batch size.
+- ``precision`` (on request): whole-image inference at 500×375 and ``parsenet-predict`` in float32
+  (torch and ONNX Runtime), int8 (ONNX Runtime, statically quantised) and bf16 (torch autocast,
+  where the CPU has bf16 instructions or ``PARSENET_EMULATE_BF16=1``) for each checkpoint of
+  ``--precision-checkpoints`` (default: a random-weight one): images/s and the ratio to torch
+  float32 timed beside it, peak memory, and ONNX Runtime's per-node profile of float32 and int8.
+- ``models``: what each model of ``--models`` costs (experiments, and torchvision's own models as
+  ``torchvision:<builder>``; by default every trunk with its heads and three torchvision
+  references): parameters, forward GFLOPs at 500×375, the model step per size in ``--sizes``
+  (images/s, fraction of the peak), whole-image inference at 500×375 (images/s, all models
+  taking turns in one fresh process, and as a multiple of torchvision's LR-ASPP; peak memory,
+  each model in a fresh process of its own), and for models with depthwise convolutions the
+  time, FLOPs and rate of each layer kind (depthwise, dense convolutions, the rest) from one
+  profiled step and inference, against the GEMM peak.
 
 The training parts (``step``, ``e2e``, ``reference``) run interleaved, one step of each in turn,
 so a load change on a shared machine hits them alike; their ratios are taken repetition by
@@ -55,14 +69,31 @@ from typing import Any
 
 from benchmarking.data import measure_data
 from benchmarking.inference import measure_inference
+from benchmarking.models import DEFAULT_MODELS, measure_models, models_table, unknown_models
 from benchmarking.peak import measure_peak
+from benchmarking.precision import measure_precision
 from benchmarking.predict import measure_predict
 from benchmarking.report import environment, write_report
 from benchmarking.scaling import measure_scaling
 from benchmarking.settings import REPO, Setup
 from benchmarking.training import measure_training
 
-PARTS = ("peak", "step", "e2e", "reference", "data", "inference", "predict", "scaling")
+PARTS = (
+    "peak",
+    "step",
+    "e2e",
+    "reference",
+    "data",
+    "inference",
+    "predict",
+    "scaling",
+    "precision",
+    "models",
+)
+# on request: models builds and times every model of --models; precision exports, calibrates
+# and runs predict commands per precision
+ON_REQUEST = ("precision", "models")
+DEFAULT_PARTS = tuple(part for part in PARTS if part not in ON_REQUEST)
 TRAINING_PARTS = ("step", "e2e", "reference")
 # as configs/data/voc.yaml: $PARSENET_VOC, else the data root
 DEFAULT_VOC = os.environ.get("PARSENET_VOC", os.environ.get("PARSENET_DATA_ROOT", "data"))
@@ -83,7 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument(
-        "--parts", default=",".join(PARTS), help="comma-separated, of: " + ",".join(PARTS)
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help="comma-separated, of: " + ",".join(PARTS) + " (default: all but precision, models)",
     )
     parser.add_argument("--sizes", type=numbers, default=[320, 500], help="model-step sizes")
     parser.add_argument("--batch", type=int, default=2, help="training batch size")
@@ -139,6 +172,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scaling-sizes", type=numbers, default=[256, 320, 384, 448, 512])
     parser.add_argument("--scaling-batches", type=numbers, default=[1, 2, 4])
     parser.add_argument(
+        "--models",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=list(DEFAULT_MODELS),
+        help="models part: experiment names and torchvision:<segmentation builder>",
+    )
+    parser.add_argument(
+        "--precision-checkpoints",
+        type=lambda text: [Path(name) for name in text.split(",") if name],
+        default=[],
+        help="precision part: trained checkpoints (default: a random-weight one of the model)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/benchmark/<time>)"
     )
     args = parser.parse_args(argv)
@@ -156,6 +201,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--peak-size must be a multiple of 64")
     if set(args.backends) - {"torch", "onnxruntime"} or "torch" not in args.backends:
         parser.error("--backends must name torch, and may add onnxruntime")
+    unknown_names = unknown_models(args.models)
+    if unknown_names:
+        parser.error(
+            f"unknown models {unknown_names}: name experiments (configs/experiment/) or "
+            "torchvision:<builder> of torchvision.models.segmentation"
+        )
     if args.predict_images < 2:
         parser.error("--predict-images must be at least 2 (latency is the spacing of outputs)")
     return args
@@ -177,6 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "inference": lambda: measure_inference(args, results.get("peak")),
         "predict": lambda: measure_predict(args),
         "scaling": lambda: measure_scaling(args, setup, results.get("peak")),
+        "precision": lambda: measure_precision(args),
+        "models": lambda: measure_models(args, setup, results.get("peak")),
     }
     chosen = {*parts, "training"} if set(parts) & set(TRAINING_PARTS) else set(parts)
     for name, measure in measurements.items():
@@ -185,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"measuring {name} (load average {before:.2f})", flush=True)
             results[name] = measure()
             loads[name] = [before, os.getloadavg()[0]]
-    write_report(report, args.out)
+    write_report(report, args.out, {"models": models_table})
     return report
 
 

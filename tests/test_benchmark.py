@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -12,7 +13,9 @@ import pytest
 import torch
 from conftest import REPO, write_voc_tree
 from torch import nn
+from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
+from parsenet.config import compose
 from parsenet.models import build_model
 from parsenet.models.flops import count_macs, forward_flops
 
@@ -124,3 +127,83 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
     assert "| backbone.layers.fc6 |" in inference and "GEMM peak: " in inference
     table = (out / "benchmark.md").read_text()
     assert "| e2e ÷ reference |" in table and "### scaling" in table
+
+
+def load_benchmark(monkeypatch: pytest.MonkeyPatch):
+    """scripts/benchmark.py as a module (its parts import as ``benchmarking``)."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_models_part_names_known_models_only(monkeypatch: pytest.MonkeyPatch):
+    benchmark = load_benchmark(monkeypatch)
+    from benchmarking.models import DEFAULT_MODELS, unknown_models
+
+    assert unknown_models(DEFAULT_MODELS) == []
+    assert "models" not in benchmark.parse_args([]).parts.split(",")  # on request only
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--models=parsenet_vgg16-os8_voc12aug,torchvision:nothing"])
+
+
+@pytest.mark.slow  # two full-size models, fresh processes, profiles: minutes on 2 cores
+def test_models_part_measures_each_model_beside_the_others(tmp_path: Path):
+    ours, baseline = "parsenet_mobilenetv3-os16_voc12aug", "torchvision:lraspp_mobilenet_v3_large"
+    out = tmp_path / "bench"
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "benchmark.py"),
+        "--parts=peak,models",
+        f"--models={ours},{baseline}",
+        "--sizes=32",
+        "--batch=2",
+        "--repetitions=1",
+        "--warmup=0",
+        "--peak-size=128",
+        "--no-channels-last",
+        f"--out={out}",
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert finished.returncode == 0, f"benchmark.py failed:\n{finished.stderr[-4000:]}"
+
+    figures = json.loads((out / "benchmark.json").read_text())["results"]["models"]
+    inference = "inference 500×375"
+    models = {
+        ours: build_model(compose("train", [f"experiment={ours}"])["model"], 21),
+        baseline: lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=21),
+    }
+    for name, model in models.items():
+        step, whole = figures[f"{name} step 32"], figures[f"{name} {inference}"]
+        for item in (step, whole):
+            assert len(item["raw"]) == 1 and item["median"] > 0 and item["fraction_of_peak"] > 0
+        assert whole["layout"] == step["layout"] == "contiguous (setting)"
+        parameters = sum(p.numel() for p in model.parameters())
+        assert whole["parameters_millions"] == pytest.approx(parameters / 1e6)
+        assert whole["peak_memory_mb"] > whole["before_first_image_mb"] > 0
+        # the depthwise and dense convolutions carry every counted FLOP, at the rates reported
+        convolutions = [
+            figures[f"{name} {inference}: {kind} conv"] for kind in ("depthwise", "dense")
+        ]
+        assert 0 < convolutions[0]["flop_share"] < 0.5
+        done = sum(item["gflops"] * item["median"] / 1e3 for item in convolutions)
+        assert done == pytest.approx(whole["gflop_per_step"])
+        for measure in (inference, "step 32"):
+            kinds = ("depthwise conv", "dense conv", "other")
+            shares = [figures[f"{name} {measure}: {kind}"]["time_share"] for kind in kinds]
+            assert sum(shares) == pytest.approx(1)
+    gflop = forward_flops(models[ours].eval(), torch.zeros(1, 3, 375, 500)) / 1e9
+    assert figures[f"{ours} {inference}"]["gflop_per_step"] == pytest.approx(gflop)
+    step_gflop = 3 * forward_flops(models[ours].train(), torch.zeros(2, 3, 32, 32)) / 1e9
+    assert figures[f"{ours} step 32"]["gflop_per_step"] == pytest.approx(step_gflop)
+    # inference speed as a multiple of torchvision's LR-ASPP, repetition by repetition
+    ratio = figures[f"{ours} {inference} ÷ {baseline}"]["median"]
+    speeds = [figures[f"{name} {inference}"]["median"] for name in (ours, baseline)]
+    assert ratio == pytest.approx(speeds[0] / speeds[1])
+    assert figures[f"{baseline} {inference} ÷ {baseline}"]["median"] == 1
+    table = (out / "benchmark.md").read_text()
+    assert f"| {ours} | 3.01 | 2.76 |" in table and "| depthwise conv |" in table
+    assert (
+        out / "profiles" / "models" / f"{ours}_{inference.replace(' ', '_')}_layers.md"
+    ).is_file()

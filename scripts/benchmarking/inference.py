@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 import copy
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -25,6 +26,7 @@ from .settings import Setup, layout_note, train_config
 from .timing import Step, figure, rates, round_robin
 
 INFERENCE_SIZE = (375, 500)  # H×W of a typical VOC image
+T = TypeVar("T")
 
 
 def program_peak_resident_mb() -> float:
@@ -57,6 +59,24 @@ def whole_image_step(model: torch.nn.Module, images: torch.Tensor, setup: Setup)
     return step
 
 
+def peak_after_warmup(step: Step, setup: Setup, warmup: int) -> float:
+    """Run ``step``'s warm-up (``warmup`` calls, at least one) and return the peak memory in
+    MiB: on a GPU allocated memory (its peak statistics reset just before), on a CPU this
+    program's resident peak."""
+    on_gpu = setup.device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    for _ in range(max(warmup, 1)):
+        step()
+    return peak_memory_mb(setup.device) if on_gpu else program_peak_resident_mb()
+
+
+def in_fresh_process(function: Callable[..., T], *arguments: Any) -> T:
+    """``function(*arguments)`` run in a new (spawned) process, whose memory peak is its own."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, arguments)
+
+
 def inference_worker(
     model_cfg: dict[str, Any],
     num_classes: int,
@@ -77,18 +97,13 @@ def inference_worker(
         variants.append((name, copy.deepcopy(model), setup.layout(model, shape, False, forced)))
     steps, layouts = {}, {}
     before_mb = program_peak_resident_mb()
-    if setup.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(setup.device)
     for name, replica, choice in variants:
         images = setup.images(*shape[:1], *INFERENCE_SIZE, choice)
         steps[name] = whole_image_step(setup.prepare(replica, choice), images, setup)
         steps[name].model, steps[name].images = replica, images  # for profiling
         layouts[name] = layout_note(choice)
         if name == "torch":  # the default's own peak, before any other variant exists
-            for _ in range(max(args.warmup, 1)):
-                steps[name]()
-            on_gpu = setup.device.type == "cuda"
-            peak_mb = peak_memory_mb(setup.device) if on_gpu else program_peak_resident_mb()
+            peak_mb = peak_after_warmup(steps[name], setup, args.warmup)
     if "onnxruntime" in args.backends and setup.device.type == "cpu":
         (args.out / "inference").mkdir(parents=True, exist_ok=True)
         exported = export_model(model.cpu(), "onnx", args.out / "inference" / "model.onnx")
@@ -111,8 +126,7 @@ def measure_inference(args: argparse.Namespace, peak: dict | None = None) -> dic
     model = build_model(cfg["model"], num_classes).to(setup.device).eval()  # inference's own
     setup.layout(model, (1, 3, *INFERENCE_SIZE), training=False)
     del model
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        measured = pool.apply(inference_worker, (cfg["model"], num_classes, args, peak))
+    measured = in_fresh_process(inference_worker, cfg["model"], num_classes, args, peak)
     memory = "GPU allocated" if args.device.startswith("cuda") else "process resident"
     height, width = INFERENCE_SIZE
     names = {"torch": "", "NCHW": " NCHW", "NHWC": " NHWC", "onnxruntime": " onnxruntime"}

@@ -45,10 +45,16 @@ def link_inputs(paths: list[Path], folder: Path) -> Path:
 
 
 def run_predict(
-    checkpoint: Path, inputs: Path, run_dir: Path, args: argparse.Namespace, backend: str
+    checkpoint: Path,
+    inputs: Path,
+    run_dir: Path,
+    args: argparse.Namespace,
+    backend: str,
+    *overrides: str,
 ) -> float:
     """Wall time of one ``parsenet-predict`` command (start-up, model load, images, files), one
-    image per batch, with ``OUT/predict/cache`` as its cache folder."""
+    image per batch, with ``OUT/predict/cache`` as its cache folder and further ``overrides``
+    (``precision=int8``)."""
     command = [
         sys.executable,
         "-m",
@@ -60,6 +66,7 @@ def run_predict(
         f"backend={backend}",
         f"hydra.run.dir={run_dir}",
         f"channels_last={str(args.channels_last).lower()}",
+        *overrides,
     ]
     environment = {**os.environ, "PARSENET_CACHE": str(args.out / "predict" / "cache")}
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +136,32 @@ def copy_milliseconds(events: list[Any]) -> dict[str, float]:
     return dict(found)
 
 
-def layer_table(
-    times: dict[str, dict[str, float]],
-    macs: dict[str, int],
-    needs_gradient: dict[str, bool],
-    step_ms: float,
-    peak_gflops: float | None,
-    copies: dict[str, float],
-) -> str:
+def layer_gflop(macs: int, spent: dict[str, float], needs_gradient: bool) -> float:
+    """GFLOP of a layer that did ``macs`` MACs forward and spent ``spent`` (forward and backward
+    milliseconds): the forward once, and when it ran backward the gradient of its weights and,
+    if its input needed one, of its input too."""
+    backward = (2 if needs_gradient else 1) if spent["backward"] else 0
+    return 2 * macs * (1 + backward) / 1e9
+
+
+@dataclass
+class LayerProfile:
+    """One profiled call of a step, per layer of its model (see the module docstring): forward
+    and backward milliseconds, MACs and whether the input needed a gradient per layer, the
+    call's milliseconds, the GEMM peak timed just before and after, copies per layer."""
+
+    times: dict[str, dict[str, float]]
+    macs: dict[str, int]
+    needs_gradient: dict[str, bool]
+    step_ms: float
+    peak_gflops: float | None
+    copies: dict[str, float]
+
+
+def layer_table(layers: LayerProfile) -> str:
     """The markdown table: per layer forward and backward time, share of the step, GFLOP/s and
     the fraction of the GEMM peak; then the copies."""
+    step_ms, peak_gflops, macs = layers.step_ms, layers.peak_gflops, layers.macs
     lines = [
         f"Step: {step_ms:.1f} ms (profiled). GEMM peak: "
         + (
@@ -156,15 +173,14 @@ def layer_table(
         "| layer | forward ms | backward ms | share of step | GFLOP | GFLOP/s | of peak |",
         "|---|---|---|---|---|---|---|",
     ]
-    rows = sorted(times.items(), key=lambda item: -sum(item[1].values()))
+    rows = sorted(layers.times.items(), key=lambda item: -sum(item[1].values()))
     for layer, spent in rows:
         total = spent["forward"] + spent["backward"]
         if total < 0.05 * step_ms / 100:  # under 0.05 % of the step
             continue
         gflop = rate = fraction = None
         if macs.get(layer):
-            backward = 2 if needs_gradient.get(layer, True) else 1
-            gflop = 2 * macs[layer] * (1 + (backward if spent["backward"] else 0)) / 1e9
+            gflop = layer_gflop(macs[layer], spent, layers.needs_gradient.get(layer, True))
             rate = gflop / (total / 1e3) if total else None
             fraction = rate / peak_gflops if rate and peak_gflops else None
         cells = [
@@ -177,11 +193,49 @@ def layer_table(
             "" if fraction is None else f"{fraction:.2f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    copies = {where: ms for where, ms in copies.items() if ms >= 0.1}
+    copies = {where: ms for where, ms in layers.copies.items() if ms >= 0.1}
     if copies:
         spent = ", ".join(f"{where} {ms:.1f} ms" for where, ms in sorted(copies.items()))
         lines += ["", f"Copies (layout conversions among them), self time: {spent}."]
     return "\n".join(lines) + "\n"
+
+
+def run_profiled(
+    step: Step, setup: Setup, model: nn.Module | None = None, loss: nn.Module | None = None
+) -> tuple[Any, float, dict[str, bool]]:
+    """One call of ``step`` under ``torch.profiler`` (CPU activity, and CUDA's on a GPU), with
+    the layers of ``model`` (and ``loss``) as ranges when given: the profile, the call's
+    milliseconds and, per layer, whether its input needed a gradient."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if setup.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with (
+        layer_ranges(model, loss) if model is not None else nullcontext_dict() as needs_gradient,
+        torch.profiler.profile(activities=activities) as profile,
+    ):
+        step_ms = 1e3 * time_once(step, setup.device)
+    return profile, step_ms, needs_gradient
+
+
+def profile_layers(
+    step: Step, model: nn.Module, setup: Setup, peak_gflops: Callable[[], float] | None
+) -> tuple[Any, LayerProfile]:
+    """One call of ``step`` profiled layer by layer (a CPU, ``model`` not compiled), with the GEMM
+    peak that ``peak_gflops`` measures just before and after: the profile and its
+    :class:`LayerProfile`."""
+    before = peak_gflops() if peak_gflops else None
+    profile, step_ms, needs_gradient = run_profiled(step, setup, model, getattr(step, "loss", None))
+    alongside = (before + peak_gflops()) / 2 if peak_gflops else None
+    events = list(profile.events())
+    layers = LayerProfile(
+        times=layer_times(events),
+        macs=count_macs(model, step_input(step, model)),
+        needs_gradient=needs_gradient,
+        step_ms=step_ms,
+        peak_gflops=alongside,
+        copies=copy_milliseconds(events),
+    )
+    return profile, layers
 
 
 def profile_steps(
@@ -189,45 +243,26 @@ def profile_steps(
     setup: Setup,
     folder: Path,
     peak_gflops: Callable[[], float] | None,
-) -> None:
+) -> dict[str, LayerProfile]:
     """One more call of each step under ``torch.profiler``: ``folder/<step>.txt`` gets its
     operators by self CPU time (and CUDA time on a GPU); on a CPU, for steps that expose their
     ``model``, ``folder/<step>_layers.md`` gets the layer table (see the module docstring)
-    against the GEMM peak that ``peak_gflops`` measures just before and after the step."""
+    against the GEMM peak that ``peak_gflops`` measures just before and after the step. Returns
+    the :class:`LayerProfile` of each step profiled layer by layer."""
     folder.mkdir(parents=True, exist_ok=True)
-    device = setup.device
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    sort = "self_cpu_time_total"
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-        sort = "self_cuda_time_total"
+    sort = "self_cuda_time_total" if setup.device.type == "cuda" else "self_cpu_time_total"
+    by_layer: dict[str, LayerProfile] = {}
     for name, step in steps.items():
         stem = name.replace(" ", "_")
         model = getattr(step, "model", None)
-        by_layer = model is not None and device.type == "cpu" and not setup.compile
-        before = peak_gflops() if peak_gflops and by_layer else None
-        with (
-            layer_ranges(model, getattr(step, "loss", None))
-            if by_layer
-            else nullcontext_dict() as needs_gradient,
-            torch.profiler.profile(activities=activities) as profile,
-        ):
-            step_ms = 1e3 * time_once(step, device)
-        alongside = (before + peak_gflops()) / 2 if before else None
+        if model is not None and setup.device.type == "cpu" and not setup.compile:
+            profile, by_layer[name] = profile_layers(step, model, setup, peak_gflops)
+            (folder / f"{stem}_layers.md").write_text(f"# {name}\n\n{layer_table(by_layer[name])}")
+        else:
+            profile, _, _ = run_profiled(step, setup)
         table = profile.key_averages().table(sort_by=sort, row_limit=25)
         (folder / f"{stem}.txt").write_text(table + "\n")
-        if by_layer:
-            events = list(profile.events())
-            macs = count_macs(model, step_input(step, model))
-            text = layer_table(
-                layer_times(events),
-                macs,
-                needs_gradient,
-                step_ms,
-                alongside,
-                copy_milliseconds(events),
-            )
-            (folder / f"{stem}_layers.md").write_text(f"# {name}\n\n{text}")
+    return by_layer
 
 
 @contextmanager

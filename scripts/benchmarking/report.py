@@ -6,6 +6,7 @@ import argparse
 import os
 import platform
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from PIL import Image
 import parsenet
 from parsenet.engine.runtime.memory_format import cache_path, device_name
 from parsenet.report import write_json
+
+# A part's own summary of its figures (markdown), printed after its table.
+Summaries = dict[str, Callable[[dict[str, Any]], str]]
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,8 +59,10 @@ def cpu_name() -> str:
     return device_name(torch.device("cpu"))
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The report's figures as one markdown table per part."""
+def markdown(report: dict[str, Any], summaries: Summaries | None = None) -> str:
+    """The report's figures as one markdown table per part, each followed by its summary where
+    ``summaries`` has one for that part."""
+    summaries = summaries or {}
     record = report["environment"]
     lines = [f"Command: `{record['command']}`", ""]
     for part, figures in report["results"].items():
@@ -69,6 +75,8 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         lines += [table_row(name, item) for name, item in figures.items()]
         lines.append("")
+        if part in summaries:
+            lines += [summaries[part](figures), ""]
     return "\n".join(lines)
 
 
@@ -90,10 +98,11 @@ def format_number(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
-    """``out/benchmark.json`` (everything) and ``out/benchmark.md`` (the tables); prints both."""
+def write_report(report: dict[str, Any], out: Path, summaries: Summaries | None = None) -> None:
+    """``out/benchmark.json`` (everything) and ``out/benchmark.md`` (the tables, with the
+    parts' ``summaries``); prints both."""
     write_json(out / "benchmark.json", report)
-    table = markdown(report)
+    table = markdown(report, summaries)
     (out / "benchmark.md").write_text(table + "\n")
     print(table)
     print(f"written: {out / 'benchmark.json'}, {out / 'benchmark.md'}")

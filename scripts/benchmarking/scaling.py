@@ -11,7 +11,7 @@ from parsenet.engine.runtime.process import peak_memory_mb
 
 from .peak import with_peak
 from .settings import Setup, layout_note, train_config
-from .training import ModelStep, step_figure
+from .training import config_step, step_figure
 
 
 def measure_scaling(args: argparse.Namespace, setup: Setup, peak: dict | None) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def measure_scaling(args: argparse.Namespace, setup: Setup, peak: dict | None) -
     for batch, size in dict.fromkeys(shapes):
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(setup.device)
-        step = ModelStep(cfg, setup, batch, size)
+        step = config_step(cfg, setup, batch, size)
         seconds, peak_rates = with_peak({"step": step}, args, setup, peak)
         entry = step_figure(
             seconds["step"], batch, step.flops, peak_rates, layout=layout_note(step.layout)

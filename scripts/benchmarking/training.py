@@ -56,29 +56,42 @@ def plain_update(
 
 
 class ModelStep:
-    """Forward + backward + SGD step of the model on a fixed batch in memory (call it), its
-    FLOPs (3 × forward) and layout; ``model`` is kept for profiling."""
+    """Forward + backward + optimizer step of ``model`` (``num_classes`` outputs, the optimizer
+    of ``optim_cfg``) on a fixed batch in memory (call it), its FLOPs (3 × forward) and layout;
+    ``model`` is kept for profiling."""
 
     def __init__(
         self,
-        cfg: dict[str, Any],
+        model: nn.Module,
+        num_classes: int,
+        optim_cfg: dict[str, Any],
         setup: Setup,
         batch: int,
         size: int,
         channels_last: bool | None = None,
     ) -> None:
-        num_classes = dataset_info(cfg["data"]).num_classes
-        model = build_model(cfg["model"], num_classes).to(setup.device)
-        self.flops = TRAINING_FORWARDS * forward_flops(model, setup.images(1, size, size)) * batch
+        model = model.to(setup.device).train()
+        images = setup.images(batch, size, size)
+        self.flops = TRAINING_FORWARDS * forward_flops(model, images)
         self.layout = setup.layout(model, (batch, 3, size, size), True, channels_last)
-        self.model = setup.prepare(model, self.layout).train()
-        self.optimizer = plain_optimizer(self.model, cfg["optim"])
-        self.images = setup.images(batch, size, size, self.layout)
+        self.model = setup.prepare(model, self.layout)
+        self.optimizer = plain_optimizer(self.model, optim_cfg)
+        self.images = images.contiguous(memory_format=self.layout.memory_format)
         self.labels = torch.randint(0, num_classes, (batch, size, size), device=setup.device)
         self.precision = setup.precision
 
     def __call__(self) -> None:
         plain_update(self.model, self.optimizer, self.precision, self.images, self.labels)
+
+
+def config_step(
+    cfg: dict[str, Any], setup: Setup, batch: int, size: int, channels_last: bool | None = None
+) -> ModelStep:
+    """The :class:`ModelStep` of the model of the training config ``cfg`` (its ``model``,
+    ``data`` for the number of classes, and ``optim``)."""
+    num_classes = dataset_info(cfg["data"]).num_classes
+    model = build_model(cfg["model"], num_classes)
+    return ModelStep(model, num_classes, cfg["optim"], setup, batch, size, channels_last)
 
 
 def gpu_utilisation(device: torch.device) -> float | None:
@@ -218,9 +231,9 @@ def training_steps(
     parts = args.parts.split(",")
     if "step" in parts:
         for size in args.sizes:
-            steps[f"step {size}"] = ModelStep(cfg, setup, args.batch, size)
+            steps[f"step {size}"] = config_step(cfg, setup, args.batch, size)
             for name, forced in FORCED.items() if args.compare_layouts else ():
-                steps[f"step {size} {name}"] = ModelStep(cfg, setup, args.batch, size, forced)
+                steps[f"step {size} {name}"] = config_step(cfg, setup, args.batch, size, forced)
     if "e2e" in parts:
         steps["e2e"] = trainer_step(cfg, args.out / "train", setup.device, watch)
     if "reference" in parts:
