@@ -95,8 +95,9 @@ def metrics_record(
 
     ``per_class_iou`` maps class name → IoU, or ``null`` for a class absent from both labels
     and predictions (left out of the means); ``boundary_iou`` and ``per_class_boundary_iou``
-    likewise for :class:`parsenet.metrics.BoundaryIoU`. ``out_of_context`` and ``class_set_accuracy`` are
-    the per-image context statistics of :class:`parsenet.metrics.ContextStatistics`.
+    likewise for :class:`parsenet.metrics.BoundaryIoU`. ``out_of_context`` and
+    ``class_set_accuracy`` are the per-image context statistics of
+    :class:`parsenet.metrics.ContextStatistics`.
     """
     return {
         **scores,

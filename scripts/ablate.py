@@ -10,7 +10,10 @@ With ``--seeds 0,1,2`` every row is trained once per seed (``seed=S``, in ``OUT/
 all rows of one seed before the next seed): ``table.md`` gives each metric and each class's IoU
 as mean ± standard deviation over the seeds, and each row's paired difference from the baseline
 row (per seed, then mean ± standard deviation, ``*`` where its 95 % interval excludes 0);
-``table.csv`` has one line per row and seed.
+``table.csv`` has one line per row and seed. ``OUT/table.html`` shows the same as a page: mIoU
+bars (mean ± sd over seeds), the paired differences with their 95 % intervals, and for each row
+against the baseline (same seed) the images whose per-image mIoU (``per_image.csv``) differs most
+both ways, predicted again by the two checkpoints.
 
 Rerunning the same command resumes: runs whose ``metrics.json`` exists are kept, a run that was
 interrupted continues from its ``last.pt`` (``train.resume=auto``). Overrides apply to every
@@ -42,6 +45,7 @@ from scipy.stats import t as student_t
 
 from parsenet.config import config_dir
 from parsenet.fileio import atomic_write
+from parsenet.html.ablation_report import AblationRow, write_ablation_report
 from parsenet.report import SUMMARY_KEYS, write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,14 +169,22 @@ def spread(values: list[float]) -> str:
     return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
 
 
+def paired_interval(differences: list[float]) -> tuple[float, float | None, float | None]:
+    """The mean of paired differences, their sd and the half-width of the paired t interval
+    (95 %) of the mean (sd and half-width None for one difference)."""
+    mean, sd = mean_sd(differences)
+    if sd is None:
+        return mean, None, None
+    n = len(differences)
+    return mean, sd, student_t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+
+
 def paired(differences: list[float]) -> str:
     """Paired differences as ``mean ± sd``, with ``*`` where the paired t interval (95 %)
     excludes 0."""
-    mean, sd = mean_sd(differences)
+    mean, sd, half_width = paired_interval(differences)
     if sd is None:
         return f"{mean:+.2f}"
-    n = len(differences)
-    half_width = student_t.ppf(0.975, n - 1) * sd / math.sqrt(n)
     return f"{mean:+.2f} ± {sd:.2f}" + ("*" if abs(mean) > half_width else "")
 
 
@@ -307,6 +319,35 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
+def report_rows(
+    table: dict[str, Any], results: Results, baseline: str, out: Path, seeds: list[int] | None
+) -> list[AblationRow]:
+    """The rows as ``table.html`` shows them: mIoU per seed, the paper's, the paired difference
+    from the baseline and the first seed both finished (with the two run folders)."""
+    base = results.get(baseline, {})
+    rows = []
+    for row in table["rows"]:
+        name = row["experiment"]
+        runs = results.get(name, {})
+        entry = AblationRow(
+            row["label"], name, values_of(runs, "mIoU"), (row.get("paper") or {}).get("mIoU")
+        )
+        common = [seed for seed in runs if seed in base]
+        if name != baseline and common:
+            differences = [
+                percent(runs[seed]["mIoU"]) - percent(base[seed]["mIoU"]) for seed in common
+            ]
+            entry.difference = (*paired_interval(differences), len(common))
+            folder_seed = None if seeds is None else common[0]
+            entry.runs = (
+                common[0],
+                run_dir_of(out, baseline, folder_seed),
+                run_dir_of(out, name, folder_seed),
+            )
+        rows.append(entry)
+    return rows
+
+
 def to_csv(lines: list[dict]) -> str:
     """The per-run lines as CSV (all columns, including every paper metric)."""
     buffer = io.StringIO()
@@ -364,8 +405,16 @@ def main() -> int:
         (out / "table.csv", to_csv(csv_lines(table, results, classes))),
     ):
         atomic_write(path, lambda handle, text=text: handle.write(text.encode()))
+    notes = [
+        f"Command: {setup['command']}",
+        f"Overrides for every row: {' '.join(setup['overrides']) or '(none)'}",
+        f"Scored on: {setup['dataset']} {setup['split']}; paper's setting: "
+        f"{table['paper_setting']}",
+    ]
+    rows = report_rows(table, results, baseline, out, seeds)
+    write_ablation_report(out / "table.html", table["title"], notes, rows, baseline)
     print(markdown)
-    print(f"tables: {out / 'table.md'}, {out / 'table.csv'}")
+    print(f"tables: {out / 'table.md'}, {out / 'table.csv'}, {out / 'table.html'}")
     return 0
 
 

@@ -1,15 +1,19 @@
 """scripts/ablate.py --seeds: every row once per seed (resumable), mean ± sd per metric and class,
 per-seed lines in table.csv, paired differences from the baseline row."""
 
+import base64
 import csv
 import importlib.util
+import io
 import json
+import re
 import statistics
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 from omegaconf import OmegaConf
+from PIL import Image
 from test_experiments import run_ablate, tiny_ablation
 
 ROWS = ["parsenet_vgg16-os8_voc12aug", "parsenet-baseline_vgg16-os8_voc12aug"]
@@ -35,6 +39,16 @@ def fake_metrics(miou: float, background: float) -> dict:
         "dataset": "synthetic",
         "split": "val",
     }
+
+
+def assert_offline_page(page: str) -> None:
+    """No script, nothing from the network, and every picture an inline PNG that decodes."""
+    lowered = page.lower()
+    assert "<script" not in lowered and "http://" not in lowered and "https://" not in lowered
+    found = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', page)
+    assert len(found) == page.count("<img ")
+    for data in found:
+        Image.open(io.BytesIO(base64.b64decode(data))).load()
 
 
 def test_spread_and_paired_differences_by_hand():
@@ -126,6 +140,18 @@ def test_seeds_train_every_row_per_seed_resume_and_pair_with_the_baseline(tmp_pa
     section = markdown.split("## Difference from the baseline: ParseNet baseline")[1]
     assert f"| ParseNet, late fusion (as released) | 2 | {mean:+.2f} ± {sd:.2f}" in section
     assert "## IoU per class (%)" in markdown and "| background |" in markdown
+    page = (out / "table.html").read_text()
+    assert_offline_page(page)
+    rows_table = page.split('<table id="rows">')[1].split("</table>")[0]
+    assert f'<td class="num">{statistics.fmean(released):.2f} ± ' in rows_table
+    differences_table = page.split('<table id="differences">')[1].split("</table>")[0]
+    assert f"{mean:+.2f}</td>" in differences_table  # the released row's paired difference
+    contrasts = page.split("Where the rows differ from the baseline")[1]
+    assert "ParseNet, late fusion (as released) vs the baseline, seed 0" in contrasts
+    drawn = re.findall(
+        r'alt="([^"]+): (image|label|baseline prediction|row prediction)"', contrasts
+    )
+    assert drawn and len(drawn) % 4 == 0  # image | label | baseline | row per image
 
     # An interrupted run continues from its checkpoint; every other run is kept.
     kept = {key: (run / "metrics.json").stat().st_mtime_ns for key, run in runs.items()}
@@ -137,6 +163,14 @@ def test_seeds_train_every_row_per_seed_resume_and_pair_with_the_baseline(tmp_pa
     assert result.stdout.count("done before") == 3
     assert (runs[BASELINE, 1] / "metrics.json").is_file()
     assert {key: (runs[key] / "metrics.json").stat().st_mtime_ns for key in kept} == kept
+    # A run from before per_image.csv is listed as such in table.html, not an error.
+    (runs[RELEASED, 0] / "per_image.csv").unlink()
+    result = run_ablate(*command)
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = (out / "table.html").read_text()
+    assert "an older run without per-image scores" in page and not re.findall(
+        r'alt="[^"]+: row prediction"', page
+    )
 
     # Runs with and without --seeds, or a seed= override beside --seeds, are not mixed.
     unseeded = run_ablate("voc12", "--out", str(out), "--rows", ",".join(ROWS), *overrides)

@@ -1,6 +1,7 @@
 """Evaluation modes, scoring saved predictions, the confusion outputs, distributed evaluation."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,6 +187,13 @@ def test_two_processes_count_every_image_once(trained: Path):
     run_cli("parsenet-eval", *eval_overrides(trained), f"hydra.run.dir={one}", check=True)
     np.testing.assert_array_equal(np.load(out / "confusion.npy"), np.load(one / "confusion.npy"))
     assert json.loads((out / "metrics.json").read_text())["num_images"] == 5
+    two_metrics, one_metrics = (json.loads((d / "metrics.json").read_text()) for d in (out, one))
+    assert two_metrics["per_class_boundary_iou"] == one_metrics["per_class_boundary_iou"]
+    # The per-image records gathered from both processes, in split order, and the same worst
+    # images in the report.
+    assert (out / "per_image.csv").read_text() == (one / "per_image.csv").read_text()
+    worst = [re.findall(r'id="image-(\d+)"', (d / "report.html").read_text()) for d in (out, one)]
+    assert worst[0] == worst[1] and len(worst[0]) == 5
 
 
 def test_bad_eval_settings_are_one_line(trained: Path, tmp_path: Path):

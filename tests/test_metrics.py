@@ -99,11 +99,14 @@ def test_boundary_iou_leaves_ignored_pixels_out_and_sums_counts_over_images():
     alone = BoundaryIoU(2)
     alone.update(BOUNDARY_PREDICTION, ignored)
     assert alone.counts.tolist() == [[4, 8], [18, 18]]
-    both = BoundaryIoU(2)
-    both.update(torch.stack([BOUNDARY_PREDICTION] * 2), torch.stack([BOUNDARY_LABEL, ignored]))
-    assert both.compute(["a", "b"])["per_class_boundary_iou"] == pytest.approx(
-        {"a": 14 / 38, "b": 16 / 36}
-    )
+    batch, one_by_one = BoundaryIoU(2), BoundaryIoU(2)
+    batch.update(torch.stack([BOUNDARY_PREDICTION] * 2), torch.stack([BOUNDARY_LABEL, ignored]))
+    for label in (BOUNDARY_LABEL, ignored):
+        one_by_one.update(BOUNDARY_PREDICTION, label)
+    for both in (batch, one_by_one):
+        assert both.compute(["a", "b"])["per_class_boundary_iou"] == pytest.approx(
+            {"a": 14 / 38, "b": 16 / 36}
+        )
     absent = BoundaryIoU(3)  # class 2 in neither map: no score, left out of the mean
     absent.update(BOUNDARY_PREDICTION, BOUNDARY_LABEL)
     assert absent.compute()["per_class_boundary_iou"]["2"] is None
