@@ -32,5 +32,8 @@ tiny=(model.backbone.width_mult=0.0625 data.num_train=8 data.num_val=3 data.heig
 "$bin/parsenet-predict" checkpoint="$work/run/checkpoints/last.pt" \
     "inputs=$work/data/synthetic/**/*.jpg" hydra.run.dir="$work/predict"
 test -s "$work/eval/metrics.json"
+test -s "$work/eval/per_image.csv"
+grep -q '<table id="classes">' "$work/eval/report.html"  # the templates came with the wheel
+test -s "$work/run/report.html"
 test -n "$(ls "$work/predict/labels")"
 echo "wheel check: passed (train → eval → predict from $work with the installed wheel)"
