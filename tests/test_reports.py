@@ -18,7 +18,9 @@ from conftest import TINY_MODEL, TINY_SYNTHETIC, run_cli, write_palette_png, wri
 from PIL import Image
 
 import parsenet
+from parsenet.cli.evaluate import check_config
 from parsenet.data import dataset_info
+from parsenet.errors import ConfigError
 from parsenet.image_scores import ImageScores, per_image_csv
 from parsenet.visualize import IGNORE_COLOUR, error_map
 
@@ -174,14 +176,18 @@ def test_eval_writes_the_report_and_the_setting_turns_it_off(trained: Path, tmp_
     assert_self_contained(html, list(dataset_info({"name": "synthetic"}).class_names))
     assert html.count('class="card" id="image-') == 5  # report_worst=8, 5 images
     for field in ("checkpoint", "images scored", "inference", "training seed", "code commit"):
-        assert f"<th scope=\"row\">{field}</th>" in html
+        assert f'<th scope="row">{field}</th>' in html
     with open(out / "per_image.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 5
     off = tmp_path / "off"
     run_cli("eval", f"checkpoint={checkpoint}", "report=false", f"hydra.run.dir={off}", check=True)
     assert (off / "metrics.json").is_file() and not (off / "report.html").exists()
-    bad = run_cli("eval", f"checkpoint={checkpoint}", "report_worst=-1", f"hydra.run.dir={off}")
-    assert bad.returncode == 2 and "report_worst=-1 must be a whole number ≥ 0" in bad.stderr
+    for setting, line in (
+        ("report_worst=-1", "report_worst=-1 must be a whole number ≥ 0"),
+        ("report=sometimes", "report='sometimes' must be true or false"),
+    ):
+        with pytest.raises(ConfigError, match=line):  # what the command checks before it runs
+            check_config(parsenet.compose("eval", [f"checkpoint={checkpoint}", setting]))
 
 
 def test_the_api_writes_the_report_unless_told_not_to(trained: Path, tmp_path: Path):
@@ -214,7 +220,8 @@ def test_a_split_of_many_images_gives_a_report_of_bounded_size(tmp_path: Path):
     sizes = {}
     for count in (12, 120):
         folder, ids = voc_predictions(tmp_path / str(count), count)
-        data = {**parsenet.compose("eval", ["data=voc"])["data"], "root": str(tmp_path / str(count))}
+        root = str(tmp_path / str(count))
+        data = {**parsenet.compose("eval", ["data=voc"])["data"], "root": root}
         result = parsenet.score_predictions(folder, data, report_worst=4)
         written = result.write(tmp_path / f"out{count}")
         html = written["report"].read_text()
