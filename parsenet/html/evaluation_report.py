@@ -25,7 +25,7 @@ HEADLINE = (  # (metrics.json key, title, what it is), after mIoU
     ("fwIoU", "frequency-weighted IoU", "IoU weighted by each class's pixels"),
     ("boundary_iou", "boundary IoU", "IoU within the contours' band"),
     ("out_of_context", "out of context", "pixels predicted as a class absent from their image"),
-    ("class_set_accuracy", "class-set accuracy", "images whose predicted classes are the true"),
+    ("class_set_accuracy", "class-set accuracy", "images predicting exactly their own classes"),
 )
 
 
