@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 from browser import PageCheck, find_browser, open_page
 from PIL import Image
+from test_experiments import run_ablate, tiny_ablation
+
+from parsenet.config import compose
+from parsenet.data import dataset_info
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,44 @@ def test_the_browser_check_sees_each_fault(tmp_path: Path, chromium: str):
             assert page.screenshot_spread() == 0
         else:
             assert getattr(page, shown_by), f"{name}: nothing in page.{shown_by}"
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A 2-row, 1-seed miniature ablation (each run's final evaluation writes its report.html,
+    the table its table.html) and the class names of its data config."""
+    tmp_path = tmp_path_factory.mktemp("ablation")
+    overrides = tiny_ablation(tmp_path)
+    out = tmp_path / "table"
+    rows = ["parsenet_vgg16-os8_voc12aug", "parsenet-baseline_vgg16-os8_voc12aug"]
+    result = run_ablate(
+        "voc12", "--out", str(out), "--rows", ",".join(rows), "--seeds", "0", *overrides
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = compose("train", [f"experiment={rows[0]}", *overrides])["data"]
+    return out, list(dataset_info(data).class_names)
+
+
+def test_an_evaluation_report_opens_cleanly_in_a_browser(ablation, chromium: str):
+    out, class_names = ablation
+    report = out / "parsenet_vgg16-os8_voc12aug" / "seed_0" / "report.html"
+    page = open_page(report, chromium)
+    assert_clean_page(page)
+    (out / "report_screenshot.png").write_bytes(page.screenshot)
+    per_class = page.table_with("classes")["rows"]
+    assert {row[0] for row in per_class[1:]} >= set(class_names)
+    assert len(page.images) >= 2  # the confusion matrix and the worst images at least
+
+
+def test_an_ablation_report_opens_cleanly_in_a_browser(ablation, chromium: str):
+    out, _ = ablation
+    page = open_page(out / "table.html", chromium)
+    assert_clean_page(page)
+    labels = [row[0] for row in page.table_with("rows")["rows"][1:]]
+    assert {
+        "ParseNet baseline (stride 8, no context)",
+        "ParseNet, late fusion (as released)",
+    } <= set(labels)  # and the rows not run, as such
+    assert page.table_with("differences")["rows"][1:]
+    (out / "table_screenshot.png").write_bytes(page.screenshot)
+    assert any("row prediction" in image["alt"] for image in page.images)
