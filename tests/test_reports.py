@@ -14,12 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, TINY_SYNTHETIC, run_cli, write_palette_png, write_voc_tree
+from conftest import (
+    TINY_MODEL,
+    TINY_SYNTHETIC,
+    compose_train,
+    run_cli,
+    write_palette_png,
+    write_voc_tree,
+)
 from PIL import Image
 
 import parsenet
 from parsenet.cli.evaluate import check_config
 from parsenet.data import dataset_info
+from parsenet.engine.training.settings import TrainSettings
 from parsenet.errors import ConfigError
 from parsenet.image_scores import ImageScores, per_image_csv
 from parsenet.visualize import IGNORE_COLOUR, error_map
@@ -231,3 +239,12 @@ def test_a_split_of_many_images_gives_a_report_of_bounded_size(tmp_path: Path):
             assert [row["name"] for row in csv.DictReader(handle)] == ids
         assert_self_contained(html, list(dataset_info(data).class_names))
     assert sizes[120] < 1.2 * sizes[12]  # ten times the images, about the same page
+
+
+def test_training_reads_the_report_settings(tmp_path: Path):
+    settings = TrainSettings.from_config(
+        compose_train(tmp_path, "train.report=false", "train.report_worst=2")
+    )
+    assert settings.report is False and settings.report_worst == 2  # the trainer's write() flag
+    with pytest.raises(ConfigError, match="train.report='sometimes' must be true or false"):
+        TrainSettings.from_config(compose_train(tmp_path, "train.report=sometimes"))
