@@ -36,8 +36,9 @@ Parts (``--parts``, all but ``precision`` and ``models`` by default):
 - ``precision`` (on request): whole-image inference at 500×375 and ``parsenet-predict`` in float32
   (torch and ONNX Runtime), int8 (ONNX Runtime, statically quantised) and bf16 (torch autocast,
   where the CPU has bf16 instructions or ``PARSENET_EMULATE_BF16=1``) for each checkpoint of
-  ``--precision-checkpoints`` (default: a random-weight one): images/s and the ratio to torch
-  float32 timed beside it, peak memory, and ONNX Runtime's per-node profile of float32 and int8.
+  ``--precision-checkpoints`` (``random``, the default: the model with random weights):
+  images/s and the ratio to torch float32 timed beside it, peak memory, and ONNX Runtime's
+  per-node profile of float32 and int8.
 - ``models``: what each model of ``--models`` costs (experiments, and torchvision's own models as
   ``torchvision:<builder>``; by default every trunk with its heads and three torchvision
   references): parameters, forward GFLOPs at 500×375, the model step per size in ``--sizes``
@@ -181,7 +182,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision-checkpoints",
         type=lambda text: [Path(name) for name in text.split(",") if name],
         default=[],
-        help="precision part: trained checkpoints (default: a random-weight one of the model)",
+        help="precision part: checkpoints, and 'random' for the model with random weights "
+        "(the default)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/benchmark/<time>)"

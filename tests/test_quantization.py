@@ -304,3 +304,27 @@ def test_export_int8_is_checked_on_validation_images(checkpoint, own_cache, tmp_
         checkpoint, backend="onnxruntime", precision="int8", calibration={"images": 3}
     )
     assert out.read_bytes() == cached.model.path.read_bytes()  # the cached model, copied
+
+
+# slow: two tiny models through three precisions on 2 CamVid images, int8 calibrated on 2
+@pytest.mark.slow
+def test_the_precision_table_script(checkpoint, own_cache, tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "precision_table", Path(__file__).resolve().parents[1] / "scripts" / "precision_table.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(cpu_features, "has_bf16", lambda: True)
+    out = tmp_path / "table"
+    arguments = [str(checkpoint), "--out", str(out), "--limit", "2", "--names", "tiny"]
+    assert script.main([*arguments, "--calibration-images", "2"]) == 0
+    record = json.loads((out / "precision.json").read_text())
+    (result,) = record["results"]
+    assert list(result["precisions"]) == ["fp32", "bf16", "int8"] and result["images"] == 2
+    fp32, int8 = result["precisions"]["fp32"], result["precisions"]["int8"]
+    assert fp32["agreement_with_fp32"] == 1 and 0.9 < int8["agreement_with_fp32"] < 1
+    assert list(fp32["per_class_iou"]) == result["class_names"] and len(result["class_names"]) == 11
+    table = (out / "precision.md").read_text()
+    assert "| tiny | camvid val (2) | int8 |" in table and "Per-class IoU (%), tiny" in table

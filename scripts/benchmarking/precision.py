@@ -45,6 +45,7 @@ VARIANTS = {
 REFERENCE = "torch fp32"
 PROFILED = ("onnxruntime fp32", "onnxruntime int8")
 PROFILE_RUNS = 3
+RANDOM = "random"  # in --precision-checkpoints: the benchmark's model with random weights
 
 
 def load_variant(checkpoint: Path, name: str) -> InferenceModel:
@@ -192,11 +193,19 @@ def measure_predict_precisions(
     return rows
 
 
+def random_checkpoint(args: argparse.Namespace) -> Path:
+    """A checkpoint of the benchmark's model with random weights, named after the model."""
+    cfg = train_config(args)
+    return write_checkpoint(cfg, args.out / "precision" / f"{cfg['model']['name']}-random.pt")
+
+
 def measure_precision(args: argparse.Namespace) -> dict[str, Any]:
-    """Every checkpoint of ``--precision-checkpoints`` (or a random-weight one of the
-    benchmark's model) in every precision that runs here, after a row of what this CPU has."""
-    checkpoints = args.precision_checkpoints or [
-        write_checkpoint(train_config(args), args.out / "precision" / "model.pt")
+    """Every checkpoint of ``--precision-checkpoints`` (``random``: a random-weight one of the
+    benchmark's model, the default) in every precision that runs here, after a row of what
+    this CPU has."""
+    checkpoints = [
+        random_checkpoint(args) if str(checkpoint) == RANDOM else Path(checkpoint)
+        for checkpoint in args.precision_checkpoints or [RANDOM]
     ]
     rows: dict[str, Any] = {
         "CPU instructions": {
@@ -208,5 +217,5 @@ def measure_precision(args: argparse.Namespace) -> dict[str, Any]:
         }
     }
     for checkpoint in checkpoints:
-        rows |= measure_checkpoint(Path(checkpoint), args)
+        rows |= measure_checkpoint(checkpoint, args)
     return rows
