@@ -6,8 +6,9 @@
   :func:`require_bf16`; ``$PARSENET_EMULATE_BF16=1`` runs it anyway, for measuring the labels
   bf16 gives, never its speed).
 - **int8 dot products** (``avx512_vnni`` or ``avx_vnni``): without them ONNX Runtime's int8
-  kernels still run, but multiply in 16 bits (``vpmaddubsw``), with no speed-up over float32 and
-  a risk of saturation that the quantiser's ``reduce_range`` (7-bit weights) avoids.
+  kernels still run, but multiply in 16 bits (``vpmaddubsw``), with a risk of saturation that
+  the quantiser's ``reduce_range`` (7-bit weights) avoids; how much faster than float32 they
+  are then depends on the model (docs/precision.md).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def warn_int8_without_vnni() -> None:
     """Say once per process that int8 runs without int8 dot products here (works, slower)."""
     if not has_vnni():
         log.warning(
-            "int8 on a CPU without %s: it works, but expect no speed-up over float32 here",
+            "int8 on a CPU without %s: it works, with 7-bit weights and 16-bit products "
+            "(slower than where the CPU has them)",
             " or ".join(VNNI_FLAGS),
         )
