@@ -31,9 +31,7 @@ import argparse
 import csv
 import io
 import json
-import math
 import shutil
-import statistics
 import subprocess
 import sys
 from datetime import datetime
@@ -41,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from scipy.stats import t as student_t
 
 from parsenet.config import config_dir
 from parsenet.fileio import atomic_write
 from parsenet.html.ablation_report import AblationRow, write_ablation_report
 from parsenet.report import SUMMARY_KEYS, write_json
+from parsenet.seed_statistics import paired, paired_interval, spread
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = config_dir() / "ablation"
@@ -154,38 +152,6 @@ def collect(out: Path, names: list[str], seeds: list[int] | None) -> Results:
 
 def percent(value: float | None) -> float | None:
     return None if value is None else 100 * value
-
-
-def mean_sd(values: list[float]) -> tuple[float, float | None]:
-    """The mean and the sample standard deviation (n − 1; None for one value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def spread(values: list[float]) -> str:
-    """``mean ± sd`` in %, the value alone for one seed, ``–`` for none."""
-    if not values:
-        return "–"
-    mean, sd = mean_sd(values)
-    return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
-
-
-def paired_interval(differences: list[float]) -> tuple[float, float | None, float | None]:
-    """The mean of paired differences, their sd and the half-width of the paired t interval
-    (95 %) of the mean (sd and half-width None for one difference)."""
-    mean, sd = mean_sd(differences)
-    if sd is None:
-        return mean, None, None
-    n = len(differences)
-    return mean, sd, student_t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-
-
-def paired(differences: list[float]) -> str:
-    """Paired differences as ``mean ± sd``, with ``*`` where the paired t interval (95 %)
-    excludes 0."""
-    mean, sd, half_width = paired_interval(differences)
-    if sd is None:
-        return f"{mean:+.2f}"
-    return f"{mean:+.2f} ± {sd:.2f}" + ("*" if abs(mean) > half_width else "")
 
 
 def values_of(runs: dict[Any, dict], key: str, class_name: str | None = None) -> list[float]:
