@@ -20,6 +20,13 @@ from parsenet.models import build_model
 from parsenet.models.flops import count_macs, forward_flops
 
 
+def run_benchmark(cwd: Path, *arguments: str, timeout: float = 600) -> None:
+    """``scripts/benchmark.py ARGUMENTS`` in a fresh process, which must succeed."""
+    command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), *arguments]
+    finished = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    assert finished.returncode == 0, f"benchmark.py failed:\n{finished.stderr[-4000:]}"
+
+
 def test_mac_count_of_a_small_net_matches_a_hand_count():
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),  # 10×10 out: 100 · 8 · 3·3·3 = 21,600
@@ -47,9 +54,7 @@ def test_parsenet_forward_is_121_gmac_at_500():
 def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
     voc = write_voc_tree(tmp_path / "voc", {"train": 3, "val": 2}, size=(40, 30))
     out = tmp_path / "bench"
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "benchmark.py"),
+    arguments = [
         "--width=0.0625",
         "--repetitions=1",
         "--warmup=0",
@@ -75,9 +80,8 @@ def test_benchmark_script_writes_a_complete_report(tmp_path: Path):
         "data.num_workers=0",
         "data.augment.crop_size=32",
     ):
-        command.append(f"--override={override}")
-    finished = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert finished.returncode == 0, f"benchmark.py failed:\n{finished.stderr[-4000:]}"
+        arguments.append(f"--override={override}")
+    run_benchmark(tmp_path, *arguments)
 
     report = json.loads((out / "benchmark.json").read_text())
     environment = report["environment"]
@@ -152,9 +156,8 @@ def test_models_part_names_known_models_only(monkeypatch: pytest.MonkeyPatch):
 def test_models_part_measures_each_model_beside_the_others(tmp_path: Path):
     ours, baseline = "parsenet_mobilenetv3-os16_voc12aug", "torchvision:lraspp_mobilenet_v3_large"
     out = tmp_path / "bench"
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "benchmark.py"),
+    run_benchmark(
+        tmp_path,
         "--parts=peak,models",
         f"--models={ours},{baseline}",
         "--sizes=32",
@@ -164,9 +167,7 @@ def test_models_part_measures_each_model_beside_the_others(tmp_path: Path):
         "--peak-size=128",
         "--no-channels-last",
         f"--out={out}",
-    ]
-    finished = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert finished.returncode == 0, f"benchmark.py failed:\n{finished.stderr[-4000:]}"
+    )
 
     figures = json.loads((out / "benchmark.json").read_text())["results"]["models"]
     inference = "inference 500×375"
@@ -207,3 +208,48 @@ def test_models_part_measures_each_model_beside_the_others(tmp_path: Path):
     assert (
         out / "profiles" / "models" / f"{ours}_{inference.replace(' ', '_')}_layers.md"
     ).is_file()
+
+
+# slow: three precisions taking turns, each in a fresh process for its peak memory, six
+# parsenet-predict commands and two ONNX Runtime profiles: 3 minutes on 2 quiet cores
+@pytest.mark.slow
+def test_precision_part_times_each_precision_beside_torch_float32(tmp_path: Path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("PARSENET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PARSENET_EMULATE_BF16", raising=False)
+    voc = write_voc_tree(tmp_path / "voc", {"train": 3, "val": 2}, size=(40, 30))
+    out = tmp_path / "bench"
+    run_benchmark(
+        tmp_path,
+        "--parts=precision",
+        "--width=0.0625",
+        "--repetitions=1",
+        "--warmup=0",
+        f"--voc={voc}",
+        "--predict-images=2",
+        f"--out={out}",
+        timeout=900,
+    )
+    rows = json.loads((out / "benchmark.json").read_text())["results"]["precision"]
+    from parsenet.engine.runtime import cpu_features
+
+    assert rows["CPU instructions"]["vnni"] == cpu_features.has_vnni()
+    model = "parsenet-random"  # the benchmark's model (ParseNet, VGG16) with random weights
+    running = ["torch fp32", "onnxruntime fp32", "onnxruntime int8"]
+    running += ["torch bf16"] if cpu_features.has_bf16() else []
+    for name in running:
+        whole = rows[f"{model} {name}: whole image 500×375"]
+        assert whole["unit"] == "images/s" and whole["median"] > 0 and len(whole["raw"]) == 1
+        assert whole["ratio_to_torch_fp32"] > 0 and whole["peak_resident_mb"] > 0
+        assert rows[f"{model} {name}: parsenet-predict per image"]["median"] > 0
+    assert rows[f"{model} torch fp32: whole image 500×375"]["ratio_to_torch_fp32"] == 1
+    if not cpu_features.has_bf16():
+        refused = rows[f"{model} torch bf16: refused"]["why"]
+        assert refused.startswith("precision=bf16 needs a CPU with bf16 instructions")
+    # ONNX Runtime's own profile: the int8 session runs integer convolutions, float32 none
+    float_ops = rows[f"{model} onnxruntime fp32: ONNX Runtime profile per run"]
+    int8_ops = rows[f"{model} onnxruntime int8: ONNX Runtime profile per run"]
+    assert "op Conv" in float_ops and "op QLinearConv" not in float_ops
+    assert int8_ops["op QLinearConv"] > 0 and int8_ops["median"] >= int8_ops["op QLinearConv"]
+    table = (out / "benchmark.md").read_text()
+    assert f"| {model} onnxruntime int8: whole image 500×375 |" in table
