@@ -211,7 +211,7 @@ def test_models_part_measures_each_model_beside_the_others(tmp_path: Path):
 
 
 # slow: three precisions taking turns, each in a fresh process for its peak memory, six
-# parsenet-predict commands and two ONNX Runtime profiles: 3 minutes on 2 quiet cores
+# parsenet-predict commands and two ONNX Runtime profiles: 7 minutes on 2 cores at load 5
 @pytest.mark.slow
 def test_precision_part_times_each_precision_beside_torch_float32(tmp_path: Path, monkeypatch):
     pytest.importorskip("onnxruntime")
