@@ -259,7 +259,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_half_written(trained: Path, comma
     wait_for(out / ".hydra" / "config.yaml", process)
     time.sleep(3)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "error: interrupted" in stderr
     assert not out.exists()  # a new folder with nothing complete in it is removed
