@@ -39,6 +39,12 @@ def tiny_train(tmp_path: Path, *extra: str) -> list[str]:
     ]
 
 
+def default_ctrl_c() -> None:
+    """In the child: Ctrl-C as in a terminal. A suite started in the background by a shell
+    without job control inherits SIGINT ignored, and so would the command under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(module: str, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", f"parsenet.cli.{module}", *overrides],
@@ -47,6 +53,7 @@ def start(module: str, *overrides: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        preexec_fn=default_ctrl_c,
     )
 
 
@@ -259,7 +266,7 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_half_written(trained: Path, comma
     wait_for(out / ".hydra" / "config.yaml", process)
     time.sleep(3)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "error: interrupted" in stderr
     assert not out.exists()  # a new folder with nothing complete in it is removed
